@@ -1,0 +1,153 @@
+"""The runtime-neutral model: what every adapter turns its engine's answers into.
+
+Everything here is a frozen value. Bytes are integers; times are aware UTC datetimes or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+
+class ContainerState(str, Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+    @classmethod
+    def parse(cls, value: str) -> ContainerState:
+        try:
+            return cls(value.lower())
+        except ValueError:
+            # An engine state we do not know is treated as the most conservative one:
+            # a container that may be running.
+            return cls.RUNNING
+
+    @property
+    def stopped(self) -> bool:
+        return self in (ContainerState.EXITED, ContainerState.DEAD, ContainerState.CREATED)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One unpacked layer on disk, identified by its chain id.
+
+    `size` is the bytes the layer occupies on disk (the engine's own figure for it).
+    Two layers with the same diff id on different parents have different chain ids and are
+    stored twice, so they are two Layers.
+    """
+
+    chain_id: str
+    diff_id: str
+    size: int
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A content-store blob (containerd image store): a compressed or uncompressed layer
+    archive, a config or a manifest, kept beside the unpacked layer."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    tags: tuple[str, ...]
+    digests: tuple[str, ...]
+    created: datetime | None
+    # Chain ids of the image's layers, base first.
+    chain: tuple[str, ...]
+    # Content-store blobs the image needs (empty on stores that keep no blobs, e.g. overlay2).
+    blobs: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # The engine's own Size figure: shared layers counted once per image. Shown, never summed.
+    engine_size: int = 0
+    # Bytes of per-image metadata the store keeps (image config etc.), freed with the image.
+    metadata_bytes: int = 0
+    # When the image got its current local name (tag time), where the engine records it.
+    tagged_at: datetime | None = None
+
+    @property
+    def dangling(self) -> bool:
+        return not self.tags
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str  # "volume", "bind", "tmpfs", ...
+    name: str | None  # volume name for type "volume"
+    source: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    image_id: str
+    state: ContainerState
+    created: datetime | None
+    started: datetime | None = None
+    finished: datetime | None = None
+    rw_bytes: int | None = None
+    mounts: tuple[Mount, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    driver: str
+    labels: Mapping[str, str]
+    anonymous: bool
+    mountpoint: str
+    bytes: int | None
+    used_by: tuple[str, ...]  # container ids
+    options: Mapping[str, str] = field(default_factory=dict)
+    created: datetime | None = None
+
+    @property
+    def dangling(self) -> bool:
+        return not self.used_by
+
+
+@dataclass(frozen=True)
+class BuildCache:
+    count: int | None
+    bytes: int | None
+    reclaimable_bytes: int | None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    runtime: str  # "docker", "podman", "containerd"
+    endpoint: str
+    version: str
+    api_version: str
+    data_root: str | None
+    storage_driver: str
+    # "overlay2", "containerd" (image store), ... how layers are laid out.
+    image_store: str
+    engine_id: str = ""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    engine: EngineInfo
+    images: tuple[Image, ...]
+    layers: Mapping[str, Layer]  # by chain id
+    containers: tuple[Container, ...]
+    volumes: tuple[Volume, ...]
+    blobs: Mapping[str, Blob] = field(default_factory=dict)  # by digest
+    build_cache: BuildCache = BuildCache(None, None, None)
+    # How the layer figures were obtained ("disk", "api"), for the record.
+    layer_source: str = "api"

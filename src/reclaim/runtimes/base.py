@@ -1,0 +1,51 @@
+"""The contract every runtime adapter keeps (and the in-memory fake keeps too).
+
+Adapters are the only code that talks to an engine. They return the runtime-neutral model of
+`reclaim.model` and raise only `reclaim.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from reclaim.model import EngineInfo, Inventory
+
+# Called while a long inventory loads: (what, done, total or None).
+Progress = Callable[[str, int, int | None], None]
+
+
+def no_progress(what: str, done: int, total: int | None) -> None:
+    """The progress callback that shows nothing."""
+
+
+class Runtime(Protocol):
+    def info(self) -> EngineInfo:
+        """What the engine is and where it keeps its data."""
+        ...
+
+    def inventory(self, *, sizes: bool = False, progress: Progress = no_progress) -> Inventory:
+        """Everything the engine holds, listed in bulk.
+
+        `sizes` asks the engine for the figures it computes slowly (container read-write bytes,
+        build cache on engines that only give it with everything else).
+        """
+        ...
+
+    def remove_image(self, ref: str) -> None:
+        """Remove one image reference (a tag, or an id once it has no tags). Never forced.
+
+        Raises `InUse` when the engine refuses because something still needs it, `NotFound`
+        when it is already gone.
+        """
+        ...
+
+    def remove_container(self, container_id: str) -> None:
+        """Remove one stopped container. Never forced; a running one raises `InUse`."""
+        ...
+
+    def remove_volume(self, name: str) -> None:
+        """Remove one volume. Never forced; one in use raises `InUse`."""
+        ...
+
+    def close(self) -> None: ...
