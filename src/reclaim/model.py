@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 
-class ContainerState(str, Enum):
+class ContainerState(StrEnum):
     CREATED = "created"
     RUNNING = "running"
     PAUSED = "paused"

@@ -1,0 +1,45 @@
+"""When each image was last used, from the evidence an inventory carries by itself.
+
+A container keeps evidence of its image's use in its own timestamps: a running (or paused,
+restarting) container uses its image now; a stopped one used it until it finished; a
+never-started one was created from it. Without any container, the image's local tag time says
+when it arrived here. The build time (`Created`) is never evidence of use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from reclaim.model import ContainerState, Inventory
+
+
+@dataclass(frozen=True)
+class LastUse:
+    when: datetime
+    source: str  # "event", "container", "tag-time", "first-seen"
+    detail: str  # e.g. the container's name
+
+
+def container_time(state: ContainerState, created: datetime | None, started: datetime | None,
+                   finished: datetime | None, now: datetime) -> datetime | None:
+    """The latest moment a container is known to have used its image."""
+    if not state.stopped:
+        return now  # running, paused, restarting, removing: in use right now
+    times = [t for t in (created, started, finished) if t is not None]
+    return max(times) if times else None
+
+
+def from_inventory(inventory: Inventory, now: datetime) -> dict[str, LastUse]:
+    best: dict[str, LastUse] = {}
+    for c in inventory.containers:
+        when = container_time(c.state, c.created, c.started, c.finished, now)
+        if when is None:
+            continue
+        known = best.get(c.image_id)
+        if known is None or when > known.when:
+            best[c.image_id] = LastUse(when, "container", c.name)
+    for image in inventory.images:
+        if image.id not in best and image.tagged_at is not None:
+            best[image.id] = LastUse(image.tagged_at, "tag-time", ", ".join(image.tags[:1]))
+    return best

@@ -1,0 +1,179 @@
+"""The only module that writes to the terminal: tables, JSON, progress, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reclaim.df import DfReport
+from reclaim.runtimes.base import Progress as ProgressFn
+from reclaim.runtimes.base import no_progress
+from reclaim.timeutil import human_ago
+from reclaim.units import human_bytes
+
+stdout = Console(highlight=False, soft_wrap=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def emit_json(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def error(message: str, hint: str | None = None) -> None:
+    stderr.print(f"[bold red]reclaim:[/] {message}", markup=True, highlight=False)
+    if hint:
+        stderr.print(f"  hint: {hint}", markup=False)
+
+
+def warning(message: str) -> None:
+    stderr.print(f"[yellow]warning:[/] {message}", markup=True)
+
+
+@contextmanager
+def progress(enabled: bool) -> Iterator[ProgressFn]:
+    """A progress bar on standard error while a large inventory loads, only on a terminal."""
+    if not enabled or not stderr.is_terminal:
+        yield no_progress
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(what: str, done: int, total: int | None) -> None:
+        if what not in tasks:
+            tasks[what] = bar.add_task(what, total=total)
+        bar.update(tasks[what], completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def _short_id(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+def show_df(report: DfReport, *, verbose: bool) -> None:
+    engine = report.inventory.engine
+    stdout.print(
+        f"Engine: {engine.runtime} {engine.version} at {engine.endpoint} "
+        f"({engine.storage_driver}, image store {engine.image_store}, "
+        f"data root {engine.data_root or 'unknown'})"
+    )
+    summary = Table(show_edge=False, box=None, pad_edge=False)
+    for column in ("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"):
+        summary.add_column(column, justify="left" if column == "TYPE" else "right")
+    for name, total in (
+        ("Images", report.image_total),
+        ("Containers", report.container_total),
+        ("Local volumes", report.volume_total),
+        ("Build cache", report.build_cache_total),
+    ):
+        summary.add_row(
+            name,
+            str(total.count),
+            "-" if total.active is None else str(total.active),
+            human_bytes(total.bytes),
+            human_bytes(total.reclaimable_bytes),
+        )
+    stdout.print(summary)
+    counted = report.image_total.bytes or 0
+    if report.engine_size_sum > counted:
+        stdout.print(
+            f"Image sizes as the engine lists them add up to {human_bytes(report.engine_size_sum)}"
+            f"; with each shared layer counted once they take {human_bytes(counted)}."
+        )
+    if report.container_total.bytes is None:
+        stdout.print("Container read-write bytes: not asked for (use --sizes; slow).")
+    if verbose:
+        _show_images(report)
+        _show_containers(report)
+        _show_volumes(report)
+
+
+def _show_images(report: DfReport) -> None:
+    table = Table(title="Images", title_justify="left", show_edge=False, box=None)
+    for column, justify in (
+        ("REPOSITORY:TAG", "left"),
+        ("IMAGE ID", "left"),
+        ("SIZE", "right"),
+        ("EXCLUSIVE", "right"),
+        ("SHARED", "right"),
+        ("CONTAINERS", "right"),
+        ("LAST USED", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    rows = sorted(report.images, key=lambda r: (-r.exclusive, r.image.tags, r.image.id))
+    for row in rows:
+        last = row.last_use
+        used = (
+            f"{human_ago(last.when, report.now)} ({last.source}"
+            + (f" {last.detail}" if last.detail else "")
+            + ")"
+            if last
+            else "unknown"
+        )
+        table.add_row(
+            "\n".join(row.image.tags) or "<none>",
+            _short_id(row.image.id),
+            human_bytes(row.size),
+            human_bytes(row.exclusive),
+            human_bytes(row.shared),
+            str(len(row.containers)),
+            used,
+        )
+    stdout.print()
+    stdout.print(table)
+
+
+def _show_containers(report: DfReport) -> None:
+    containers = report.inventory.containers
+    if not containers:
+        return
+    names = {i.id: (i.tags[0] if i.tags else _short_id(i.id)) for i in report.inventory.images}
+    table = Table(title="Containers", title_justify="left", show_edge=False, box=None)
+    for column in ("NAME", "CONTAINER ID", "IMAGE", "STATE", "FINISHED", "RW SIZE"):
+        table.add_column(column, justify="right" if column == "RW SIZE" else "left")
+    for c in sorted(containers, key=lambda c: (c.state.value, c.name)):
+        table.add_row(
+            c.name,
+            c.id[:12],
+            names.get(c.image_id, _short_id(c.image_id)),
+            c.state.value,
+            human_ago(c.finished, report.now) if c.finished else "-",
+            human_bytes(c.rw_bytes),
+        )
+    stdout.print()
+    stdout.print(table)
+
+
+def _show_volumes(report: DfReport) -> None:
+    volumes = report.inventory.volumes
+    if not volumes:
+        return
+    table = Table(title="Volumes", title_justify="left", show_edge=False, box=None)
+    for column in ("VOLUME NAME", "KIND", "USED BY", "SIZE"):
+        table.add_column(column, justify="right" if column == "SIZE" else "left")
+    for v in sorted(volumes, key=lambda v: (not v.dangling, v.name)):
+        name = v.name if len(v.name) < 40 else v.name[:12] + "…"
+        table.add_row(
+            name,
+            "anonymous" if v.anonymous else "named",
+            "dangling" if v.dangling else f"{len(v.used_by)} container(s)",
+            human_bytes(v.bytes),
+        )
+    stdout.print()
+    stdout.print(table)

@@ -1,0 +1,205 @@
+"""A stateful in-memory engine with Docker's removal semantics, for unit tests and the
+contract suite.
+
+It is a model of an engine, not a recorder of calls: removing a tag really removes it, a layer
+disappears when its last image goes, and the engine's refusals (409) happen where Docker's do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime
+
+from reclaim.errors import InUse, NotFound
+from reclaim.model import (
+    Blob,
+    BuildCache,
+    Container,
+    ContainerState,
+    EngineInfo,
+    Image,
+    Inventory,
+    Layer,
+    Volume,
+)
+from reclaim.runtimes.base import Progress, no_progress
+from reclaim.runtimes.dockerdisk import chain_ids
+
+FAKE_ENGINE = EngineInfo(
+    runtime="docker",
+    endpoint="fake://",
+    version="0.0-fake",
+    api_version="1.41",
+    data_root=None,
+    storage_driver="overlay2",
+    image_store="overlay2",
+    engine_id="FAKE",
+)
+
+
+class FakeRuntime:
+    def __init__(self, engine: EngineInfo = FAKE_ENGINE) -> None:
+        self.engine = engine
+        self.images: dict[str, Image] = {}
+        self.layers: dict[str, Layer] = {}
+        self.blobs: dict[str, Blob] = {}
+        self.containers: dict[str, Container] = {}
+        self.volumes: dict[str, Volume] = {}
+        self.build_cache = BuildCache(0, 0, 0)
+        self.closed = False
+
+    # -- building state --------------------------------------------------------------------
+
+    def add_image(
+        self,
+        image_id: str,
+        *,
+        tags: Iterable[str] = (),
+        layers: Iterable[tuple[str, int]] = (),
+        blobs: Iterable[tuple[str, int]] = (),
+        created: datetime | None = None,
+        tagged_at: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+        metadata_bytes: int = 0,
+    ) -> Image:
+        """`layers` are (diff id, size) base first; chain ids are derived as an engine does."""
+        layer_list = list(layers)
+        diff_ids = [d for d, _ in layer_list]
+        chain = chain_ids(diff_ids)
+        parent: str | None = None
+        for chain_id, (diff_id, size) in zip(chain, layer_list, strict=True):
+            self.layers.setdefault(chain_id, Layer(chain_id, diff_id, size, parent))
+            parent = chain_id
+        blob_list = list(blobs)
+        for digest, size in blob_list:
+            self.blobs.setdefault(digest, Blob(digest, size))
+        tag_tuple = tuple(tags)
+        for other in list(self.images.values()):  # a tag names one image: moving it untags
+            if set(other.tags) & set(tag_tuple):
+                self.images[other.id] = replace(
+                    other, tags=tuple(t for t in other.tags if t not in tag_tuple)
+                )
+        image = Image(
+            id=image_id,
+            tags=tag_tuple,
+            digests=(),
+            created=created,
+            chain=tuple(chain),
+            blobs=tuple(d for d, _ in blob_list),
+            labels=dict(labels or {}),
+            engine_size=sum(s for _, s in layer_list) + sum(s for _, s in blob_list),
+            metadata_bytes=metadata_bytes,
+            tagged_at=tagged_at,
+        )
+        self.images[image_id] = image
+        return image
+
+    def add_container(self, container: Container) -> Container:
+        if container.image_id not in self.images:
+            raise NotFound(f"no such image {container.image_id}")
+        self.containers[container.id] = container
+        return container
+
+    def add_volume(self, volume: Volume) -> Volume:
+        self.volumes[volume.name] = volume
+        return volume
+
+    def set_state(self, container_id: str, state: ContainerState, **times: datetime) -> None:
+        self.containers[container_id] = replace(
+            self.containers[container_id], state=state, **times  # type: ignore[arg-type]
+        )
+
+    # -- Runtime ---------------------------------------------------------------------------
+
+    def info(self) -> EngineInfo:
+        return self.engine
+
+    def inventory(self, *, sizes: bool = False, progress: Progress = no_progress) -> Inventory:
+        progress("listing", 1, 1)
+        users: dict[str, list[str]] = {}
+        for c in self.containers.values():
+            for m in c.mounts:
+                if m.type == "volume" and m.name:
+                    users.setdefault(m.name, []).append(c.id)
+        volumes = tuple(
+            replace(v, used_by=tuple(users.get(v.name, ()))) for v in self.volumes.values()
+        )
+        containers = tuple(
+            c if sizes else replace(c, rw_bytes=None) for c in self.containers.values()
+        )
+        return Inventory(
+            engine=self.engine,
+            images=tuple(self.images.values()),
+            layers=dict(self.layers),
+            containers=containers,
+            volumes=volumes,
+            blobs=dict(self.blobs),
+            build_cache=self.build_cache,
+            layer_source="api",
+        )
+
+    def remove_image(self, ref: str) -> None:
+        """Docker's rules, without force: a tag is removed even if the image is in use when
+        other tags remain (the trap reclaim's policy must avoid); the last tag, or the id, is
+        refused while any container uses the image; an id with several tags is refused."""
+        image = self._resolve(ref)
+        in_use = any(c.image_id == image.id for c in self.containers.values())
+        if ref in image.tags:
+            if len(image.tags) > 1:
+                self.images[image.id] = replace(
+                    image, tags=tuple(t for t in image.tags if t != ref)
+                )
+                return
+            if in_use:
+                raise InUse(f"conflict: unable to remove repository reference {ref!r} "
+                            "(must force) - container is using its referenced image")
+        else:
+            if len(image.tags) > 1:
+                raise InUse(f"conflict: unable to delete {ref} (must be forced) - image is "
+                            "referenced in multiple repositories")
+            if in_use:
+                raise InUse(f"conflict: unable to delete {ref} (cannot be forced) - image is "
+                            "being used by a container")
+        del self.images[image.id]
+        self._collect()
+
+    def remove_container(self, container_id: str) -> None:
+        container = self.containers.get(container_id)
+        if container is None:
+            raise NotFound(f"no such container: {container_id}")
+        if not container.state.stopped:
+            raise InUse(f"cannot remove container {container_id}: it is {container.state.value}")
+        del self.containers[container_id]
+
+    def remove_volume(self, name: str) -> None:
+        if name not in self.volumes:
+            raise NotFound(f"no such volume: {name}")
+        if any(m.type == "volume" and m.name == name
+               for c in self.containers.values() for m in c.mounts):
+            raise InUse(f"remove {name}: volume is in use")
+        del self.volumes[name]
+
+    def close(self) -> None:
+        self.closed = True
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _resolve(self, ref: str) -> Image:
+        if ref in self.images:
+            return self.images[ref]
+        for image in self.images.values():
+            if ref in image.tags:
+                return image
+        matches = [i for i in self.images.values()
+                   if len(ref) >= 12 and i.id.split(":", 1)[-1].startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        raise NotFound(f"no such image: {ref}")
+
+    def _collect(self) -> None:
+        """Drop layers and blobs no image refers to any more, as the engine does."""
+        live_layers = {c for i in self.images.values() for c in i.chain}
+        live_blobs = {d for i in self.images.values() for d in i.blobs}
+        self.layers = {k: v for k, v in self.layers.items() if k in live_layers}
+        self.blobs = {k: v for k, v in self.blobs.items() if k in live_blobs}

@@ -1,0 +1,56 @@
+"""Timestamps as engines write them, and as reclaim's JSON contract writes them."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+# Engines write RFC 3339 with up to nanoseconds and use the zero time for "never".
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_time(value: str | int | float | None) -> datetime | None:
+    """An engine timestamp (RFC 3339 string or Unix seconds) as aware UTC, or None for
+    missing, zero ("0001-01-01T00:00:00Z", 0) and unparseable values."""
+    if value is None or value == "" or value == 0:
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    match = _RFC3339.match(value.strip())
+    if not match:
+        return None
+    day, clock, fraction, zone = match.groups()
+    if day.startswith("0001-"):
+        return None
+    micro = (fraction or "0")[:6].ljust(6, "0")
+    if zone in (None, "Z"):
+        zone = "+00:00"
+    elif ":" not in zone:
+        zone = zone[:3] + ":" + zone[3:]
+    try:
+        parsed = datetime.fromisoformat(f"{day}T{clock}.{micro}{zone}")
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with a Z, to the second; None stays None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_ago(value: datetime | None, now: datetime) -> str:
+    if value is None:
+        return "never"
+    seconds = int((now - value).total_seconds())
+    if seconds < 0:
+        return "just now"
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now" if seconds < 5 else f"{seconds} seconds ago"

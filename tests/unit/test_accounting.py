@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reclaim.accounting import Accounting
+from reclaim.model import Container, ContainerState
+from reclaim.runtimes.fake import FakeRuntime
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def diff(name: str) -> str:
+    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+
+
+def image_id(n: int) -> str:
+    return "sha256:" + hashlib.sha256(f"image-{n}".encode()).hexdigest()
+
+
+def container(n: int, image: str, state: ContainerState = ContainerState.EXITED) -> Container:
+    return Container(id=f"{n:064x}", name=f"c{n}", image_id=image, state=state, created=NOW)
+
+
+def family() -> FakeRuntime:
+    """base(100) <- runtime(1000) <- app-a(10) / app-b(20); and solo(5000) alone."""
+    fake = FakeRuntime()
+    fake.add_image(image_id(1), tags=["a:1"],
+                   layers=[(diff("base"), 100), (diff("rt"), 1000), (diff("app-a"), 10)])
+    fake.add_image(image_id(2), tags=["b:1", "b:2"],
+                   layers=[(diff("base"), 100), (diff("rt"), 1000), (diff("app-b"), 20)])
+    fake.add_image(image_id(3), tags=["solo:1"], layers=[(diff("solo"), 5000)])
+    return fake
+
+
+def test_shared_layers_are_counted_once_in_the_total() -> None:
+    acc = Accounting(family().inventory())
+    assert acc.total_bytes() == 100 + 1000 + 10 + 20 + 5000
+
+
+def test_exclusive_bytes_exclude_layers_another_image_needs() -> None:
+    acc = Accounting(family().inventory())
+    assert acc.image_bytes(image_id(1)).exclusive == 10
+    assert acc.image_bytes(image_id(1)).shared == 1100
+    assert acc.image_bytes(image_id(1)).size == 1110
+    assert acc.image_bytes(image_id(3)).exclusive == 5000
+
+
+def test_deleting_a_whole_family_frees_its_shared_layers() -> None:
+    acc = Accounting(family().inventory())
+    assert acc.freed_by([image_id(1)]) == 10
+    assert acc.freed_by([image_id(1), image_id(2)]) == 1130
+
+
+def test_a_container_pins_its_images_whole_chain_whatever_its_state() -> None:
+    for state in ContainerState:
+        fake = family()
+        fake.add_container(container(1, image_id(1), state))
+        acc = Accounting(fake.inventory())
+        assert acc.image_bytes(image_id(1)).exclusive == 0
+        # b's own layer is still free to go, but not the base and runtime a needs.
+        assert acc.freed_by([image_id(1), image_id(2)]) == 20
+        assert image_id(1) not in acc.unused_images()
+
+
+def test_same_diff_on_two_parents_is_two_layers() -> None:
+    fake = FakeRuntime()
+    fake.add_image(image_id(1), tags=["x:1"], layers=[(diff("p1"), 7), (diff("same"), 50)])
+    fake.add_image(image_id(2), tags=["y:1"], layers=[(diff("p2"), 9), (diff("same"), 50)])
+    acc = Accounting(fake.inventory())
+    assert acc.total_bytes() == 7 + 9 + 50 + 50
+    assert acc.image_bytes(image_id(1)).exclusive == 57
+
+
+def test_blobs_shared_by_digest_are_counted_once() -> None:
+    fake = FakeRuntime()
+    fake.add_image(image_id(1), layers=[(diff("p1"), 7), (diff("same"), 50)],
+                   blobs=[(diff("p1"), 8), (diff("same"), 55)])
+    fake.add_image(image_id(2), layers=[(diff("p2"), 9), (diff("same"), 50)],
+                   blobs=[(diff("p2"), 10), (diff("same"), 55)])
+    acc = Accounting(fake.inventory())
+    assert acc.total_bytes() == 7 + 9 + 50 + 50 + 8 + 10 + 55
+    assert acc.image_bytes(image_id(1)).exclusive == 7 + 50 + 8
+    assert acc.freed_by([image_id(1), image_id(2)]) == acc.total_bytes()
+
+
+# -- properties on random stores ------------------------------------------------------------
+
+layer_names = st.sampled_from([f"l{i}" for i in range(12)])
+images_strategy = st.lists(
+    st.tuples(st.lists(layer_names, min_size=1, max_size=5),
+              st.lists(st.integers(0, 10_000), min_size=5, max_size=5)),
+    min_size=1, max_size=8,
+)
+
+
+def build(spec: list[tuple[list[str], list[int]]], used: set[int]) -> FakeRuntime:
+    fake = FakeRuntime()
+    sizes = {f"l{i}": (i + 1) * 37 for i in range(12)}
+    for n, (names, _) in enumerate(spec):
+        fake.add_image(image_id(n), layers=[(diff(x), sizes[x]) for x in names])
+    for n in sorted(used):
+        if n < len(spec):
+            fake.add_container(container(n, image_id(n)))
+    return fake
+
+
+@settings(max_examples=200, deadline=None)
+@given(images_strategy, st.sets(st.integers(0, 7)), st.sets(st.integers(0, 7)))
+def test_freed_bytes_match_what_the_store_loses(
+    spec: list[tuple[list[str], list[int]]], used: set[int], chosen: set[int]
+) -> None:
+    fake = build(spec, used)
+    acc = Accounting(fake.inventory())
+    before = Accounting(fake.inventory()).total_bytes()
+    ids = [image_id(n) for n in chosen if n < len(spec) and n not in used]
+    predicted = acc.freed_by(ids)
+    for i in ids:
+        fake.images.pop(i)
+    fake._collect()
+    after = Accounting(fake.inventory()).total_bytes()
+    assert predicted == before - after
+
+
+@settings(max_examples=200, deadline=None)
+@given(images_strategy, st.sets(st.integers(0, 7)))
+def test_used_images_never_count_as_reclaimable(
+    spec: list[tuple[list[str], list[int]]], used: set[int]
+) -> None:
+    fake = build(spec, used)
+    acc = Accounting(fake.inventory())
+    for n in used:
+        if n < len(spec):
+            assert acc.image_bytes(image_id(n)).exclusive == 0
+            assert image_id(n) not in acc.unused_images()
+            # Nothing a used image needs is ever freed, whatever else goes with it.
+            assert acc.freed_by(acc.unused_images()) + acc.image_bytes(image_id(n)).size \
+                <= acc.total_bytes()
+    all_unused = acc.unused_images()
+    pinned = set().union(*(acc.pieces_of(image_id(n)) for n in used if n < len(spec)))
+    assert acc.freed_by(all_unused) == sum(
+        acc.piece_size(p) for p in set().union(*(acc.pieces_of(i) for i in all_unused))
+        if p not in pinned
+    )
