@@ -12,22 +12,10 @@ a deletion frees by 3x to infinity, so it is never used here.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from reclaim.model import Inventory
-
-
-def layer_piece(chain_id: str) -> str:
-    return "layer:" + chain_id
-
-
-def blob_piece(digest: str) -> str:
-    return "blob:" + digest
-
-
-def metadata_piece(image_id: str) -> str:
-    return "meta:" + image_id
 
 
 @dataclass(frozen=True)
@@ -38,73 +26,95 @@ class ImageBytes:
 
 
 class Accounting:
-    """The piece graph of one inventory. Built once in O(references); queries are cheap."""
+    """The piece graph of one inventory. Built once in O(references); queries are cheap.
+
+    Pieces are numbered, and an image's pieces are a tuple of numbers: at 20,000 images and
+    200,000 layers this keeps the graph small and quick to build.
+    """
 
     def __init__(self, inventory: Inventory) -> None:
-        sizes: dict[str, int] = {}
-        for layer in inventory.layers.values():
-            sizes[layer_piece(layer.chain_id)] = layer.size
-        for blob in inventory.blobs.values():
-            sizes[blob_piece(blob.digest)] = blob.size
-
-        pieces_of: dict[str, frozenset[str]] = {}
+        sizes: list[int] = []
+        layer_index: dict[str, int] = {}
+        blob_index: dict[str, int] = {}
+        layers, blobs = inventory.layers, inventory.blobs
+        pieces_of: dict[str, tuple[int, ...]] = {}
         for image in inventory.images:
-            own = [layer_piece(c) for c in image.chain]
-            own += [blob_piece(d) for d in image.blobs]
-            meta = metadata_piece(image.id)
-            sizes[meta] = image.metadata_bytes
-            own.append(meta)
-            pieces_of[image.id] = frozenset(own)
+            own: list[int] = []
+            for chain_id in dict.fromkeys(image.chain):
+                number = layer_index.get(chain_id)
+                if number is None:
+                    number = layer_index[chain_id] = len(sizes)
+                    layer = layers.get(chain_id)
+                    sizes.append(layer.size if layer else 0)
+                own.append(number)
+            for digest in dict.fromkeys(image.blobs):
+                number = blob_index.get(digest)
+                if number is None:
+                    number = blob_index[digest] = len(sizes)
+                    blob = blobs.get(digest)
+                    sizes.append(blob.size if blob else 0)
+                own.append(number)
+            # The image's own metadata is a piece nobody else refers to.
+            own.append(len(sizes))
+            sizes.append(image.metadata_bytes)
+            pieces_of[image.id] = tuple(own)
 
-        referrers: Counter[str] = Counter()
+        referrers = [0] * len(sizes)
         for own_pieces in pieces_of.values():
-            referrers.update(own_pieces)
+            for p in own_pieces:
+                referrers[p] += 1
 
-        used_images = {c.image_id for c in inventory.containers}
-        pinned: set[str] = set()
+        used_images = frozenset(c.image_id for c in inventory.containers)
+        pinned = [False] * len(sizes)
         for image_id in used_images:
-            pinned |= pieces_of.get(image_id, frozenset())
+            for p in pieces_of.get(image_id, ()):
+                pinned[p] = True
 
-        self._sizes: Mapping[str, int] = sizes
-        self._pieces_of: Mapping[str, frozenset[str]] = pieces_of
-        self._referrers: Mapping[str, int] = referrers
-        self._pinned: frozenset[str] = frozenset(pinned)
-        self.used_images: frozenset[str] = frozenset(used_images)
-
-    def piece_size(self, piece: str) -> int:
-        return self._sizes.get(piece, 0)
-
-    def pieces_of(self, image_id: str) -> frozenset[str]:
-        return self._pieces_of.get(image_id, frozenset())
+        self._sizes = sizes
+        self._pieces_of = pieces_of
+        self._referrers = referrers
+        self._pinned = pinned
+        self.used_images: frozenset[str] = used_images
 
     def image_bytes(self, image_id: str) -> ImageBytes:
-        pieces = self.pieces_of(image_id)
-        size = sum(self.piece_size(p) for p in pieces)
+        pieces = self._pieces_of.get(image_id, ())
+        sizes = self._sizes
+        size = sum(sizes[p] for p in pieces)
         if image_id in self.used_images:
             exclusive = 0
         else:
-            exclusive = sum(
-                self.piece_size(p)
-                for p in pieces
-                if self._referrers[p] == 1 and p not in self._pinned
-            )
+            referrers, pinned = self._referrers, self._pinned
+            exclusive = sum(sizes[p] for p in pieces if referrers[p] == 1 and not pinned[p])
         return ImageBytes(size=size, exclusive=exclusive, shared=size - exclusive)
 
     def freed_by(self, image_ids: Iterable[str]) -> int:
         """What deleting exactly these images frees: pieces whose every referrer is in the set
         and that no container pins. Ids not in the inventory free nothing."""
-        inside: Counter[str] = Counter()
+        inside: Counter[int] = Counter()
         for image_id in set(image_ids):
-            inside.update(self.pieces_of(image_id))
+            inside.update(self._pieces_of.get(image_id, ()))
+        referrers, pinned, sizes = self._referrers, self._pinned, self._sizes
         return sum(
-            self.piece_size(p)
-            for p, n in inside.items()
-            if n == self._referrers[p] and p not in self._pinned
+            sizes[p] for p, n in inside.items() if n == referrers[p] and not pinned[p]
         )
 
     def total_bytes(self) -> int:
         """Every stored piece that some image refers to, counted once."""
-        return sum(self.piece_size(p) for p in self._referrers)
+        return sum(self._sizes)
 
     def unused_images(self) -> list[str]:
         return [i for i in self._pieces_of if i not in self.used_images]
+
+    def shared_pieces(self, image_ids: Iterable[str]) -> set[int]:
+        """The pieces of these images (opaque numbers), e.g. to test which pieces a set holds."""
+        found: set[int] = set()
+        for image_id in image_ids:
+            found.update(self._pieces_of.get(image_id, ()))
+        return found
+
+    def piece_size(self, piece: int) -> int:
+        return self._sizes[piece]
+
+    def pinned_bytes(self) -> int:
+        """Bytes that containers keep alive."""
+        return sum(size for size, pin in zip(self._sizes, self._pinned, strict=True) if pin)

@@ -48,6 +48,7 @@ class FakeRuntime:
         self.volumes: dict[str, Volume] = {}
         self.build_cache = BuildCache(0, 0, 0)
         self.closed = False
+        self._tag_owner: dict[str, str] = {}
 
     # -- building state --------------------------------------------------------------------
 
@@ -75,11 +76,13 @@ class FakeRuntime:
         for digest, size in blob_list:
             self.blobs.setdefault(digest, Blob(digest, size))
         tag_tuple = tuple(tags)
-        for other in list(self.images.values()):  # a tag names one image: moving it untags
-            if set(other.tags) & set(tag_tuple):
+        for tag in tag_tuple:  # a tag names one image: moving it untags the other
+            other = self.images.get(self._tag_owner.get(tag, ""))
+            if other is not None and other.id != image_id:
                 self.images[other.id] = replace(
-                    other, tags=tuple(t for t in other.tags if t not in tag_tuple)
+                    other, tags=tuple(t for t in other.tags if t != tag)
                 )
+            self._tag_owner[tag] = image_id
         image = Image(
             id=image_id,
             tags=tag_tuple,
@@ -150,6 +153,7 @@ class FakeRuntime:
                 self.images[image.id] = replace(
                     image, tags=tuple(t for t in image.tags if t != ref)
                 )
+                del self._tag_owner[ref]
                 return
             if in_use:
                 raise InUse(f"conflict: unable to remove repository reference {ref!r} "
@@ -162,6 +166,8 @@ class FakeRuntime:
                 raise InUse(f"conflict: unable to delete {ref} (cannot be forced) - image is "
                             "being used by a container")
         del self.images[image.id]
+        for tag in image.tags:
+            del self._tag_owner[tag]
         self._collect()
 
     def remove_container(self, container_id: str) -> None:
@@ -188,9 +194,8 @@ class FakeRuntime:
     def _resolve(self, ref: str) -> Image:
         if ref in self.images:
             return self.images[ref]
-        for image in self.images.values():
-            if ref in image.tags:
-                return image
+        if ref in self._tag_owner:
+            return self.images[self._tag_owner[ref]]
         matches = [i for i in self.images.values()
                    if len(ref) >= 12 and i.id.split(":", 1)[-1].startswith(ref)]
         if len(matches) == 1:
