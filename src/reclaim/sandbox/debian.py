@@ -237,7 +237,9 @@ class PrivateApt:
             return False
 
     def update(self) -> None:
-        self.run("apt-get", "update")
+        # Without --error-on=any a mirror that cannot be reached still exits 0, leaving empty
+        # lists that would then count as fresh.
+        self.run("apt-get", "update", "--error-on=any")
         self.stamp.touch()
 
     def candidates(self, packages: Sequence[str]) -> dict[str, str]:
