@@ -99,6 +99,7 @@ class DockerRuntime:
             )
         self._info: EngineInfo | None = None
         self._raw_info: dict[str, Any] = {}
+        self._server_api = BASE_API
 
     # -- error translation ---------------------------------------------------------------
 
@@ -150,7 +151,13 @@ class DockerRuntime:
 
     def info(self) -> EngineInfo:
         if self._info is None:
-            raw = self._get_json("/info", "engine info")
+            def fetch() -> Any:
+                response = self.client._get(self.client._url("/info"))
+                # Every answer names the engine's own API version: no separate probe needed.
+                self._server_api = response.headers.get("Api-Version") or BASE_API
+                return self.client._result(response, json=True)
+
+            raw = self._call("engine info", fetch)
             if not isinstance(raw, dict) or "ServerVersion" not in raw:
                 raise EngineUnsupported(f"{self.endpoint} does not answer like a Docker engine")
             self._raw_info = raw
@@ -161,7 +168,7 @@ class DockerRuntime:
                 runtime="docker",
                 endpoint=self.endpoint,
                 version=str(raw["ServerVersion"]),
-                api_version=BASE_API,
+                api_version=self._server_api,
                 data_root=raw.get("DockerRootDir") or None,
                 storage_driver=driver,
                 image_store="containerd" if snapshotter else driver,
@@ -423,9 +430,13 @@ class DockerRuntime:
         asked for only with `--sizes`."""
         if sizes:
             return dict(self._get_json("/system/df", "disk usage"))
-        if _major(info.version) >= 23:
+        if _api_at_least(info.api_version, "1.42"):
             def fetch() -> Any:
-                url = self.client._url("/system/df").replace(f"/v{BASE_API}/", "/v1.42/")
+                # Asked at the engine's own API version: Docker 26 answers the same request
+                # made at 1.42 with a crash (a nil dereference in its handler).
+                url = self.client._url("/system/df").replace(
+                    f"/v{BASE_API}/", f"/v{info.api_version}/"
+                )
                 response = self.client._get(url, params={"type": "build-cache"})
                 return self.client._result(response, json=True)
 
@@ -502,9 +513,11 @@ def _tree_bytes(path: str) -> int | None:
     return total
 
 
-def _major(version: str) -> int:
-    match = re.match(r"(\d+)", version)
-    return int(match.group(1)) if match else 0
+def _api_at_least(version: str, minimum: str) -> bool:
+    def parts(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", v)[:2])
+
+    return parts(version) >= parts(minimum)
 
 
 def _explanation(exc: docker.errors.APIError) -> str:

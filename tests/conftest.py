@@ -1,0 +1,62 @@
+"""Session fixtures: a private engine per configuration, seeded once with the small fixture.
+
+Engine tests run against real engines started here (never the host's). Which configurations
+run is `RECLAIM_TEST_ENGINES` (comma separated; default all three). Each engine is started
+once per session and stopped, by pid, with everything it mounted, when its tests are done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from reclaim.sandbox import engines
+from reclaim.sandbox.content import FixtureSpec, build_fixture
+from reclaim.sandbox.engines import ENGINE_KINDS, SandboxEngine
+from reclaim.sandbox.seed import SeededTruth, seed
+
+KINDS = tuple(
+    k for k in os.environ.get("RECLAIM_TEST_ENGINES", ",".join(ENGINE_KINDS)).split(",") if k
+)
+
+
+@dataclass(frozen=True)
+class Seeded:
+    engine: SandboxEngine
+    truth: SeededTruth
+
+    def client(self) -> docker.APIClient:
+        return docker.APIClient(base_url=self.engine.url, version="auto", timeout=120)
+
+
+def _engine_base() -> Path:
+    # Short and under /tmp: the engine's unix sockets live below it.
+    return Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def seeded(request: pytest.FixtureRequest) -> Iterator[Seeded]:
+    """A private engine of each configuration, seeded with the small fixture. Tests that
+    change it must only touch objects they created themselves."""
+    if os.geteuid() != 0:
+        pytest.fail("engine tests need root (they start private engines)")
+    kind = str(request.param)
+    base = _engine_base()
+    engine = engines.start(kind, base)
+    try:
+        client = docker.APIClient(base_url=engine.url, version="auto", timeout=300)
+        work = base / "seed"
+        work.mkdir()
+        truth = seed(client, build_fixture(FixtureSpec.small()), work)
+        client.close()
+        yield Seeded(engine, truth)
+    finally:
+        engines.stop(engine, remove=True)
+        shutil.rmtree(base, ignore_errors=True)
