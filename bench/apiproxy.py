@@ -3,6 +3,7 @@ engine through it, so "how many API calls" is measured the same way for all of t
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -66,7 +67,5 @@ class CountingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass

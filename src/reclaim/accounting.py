@@ -45,7 +45,7 @@ class Accounting:
                 if number is None:
                     number = layer_index[chain_id] = len(sizes)
                     layer = layers.get(chain_id)
-                    sizes.append(layer.size if layer else 0)
+                    sizes.append(layer.disk_bytes if layer else 0)
                 own.append(number)
             for digest in dict.fromkeys(image.blobs):
                 number = blob_index.get(digest)

@@ -47,6 +47,13 @@ class Layer:
     diff_id: str
     size: int
     parent: str | None = None
+    # The engine's bookkeeping for the layer on disk (its metadata entry, the layer's own
+    # directories and link), freed with it. Known where the data root is read; else 0.
+    metadata_bytes: int = 0
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.size + self.metadata_bytes
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class Overlay2Metadata:
 
     def __init__(self, data_root: str | os.PathLike[str], driver: str = "overlay2") -> None:
         self.root = Path(data_root)
+        self.driver = driver
         self.image_dir = self.root / "image" / driver
         if not (self.image_dir / "imagedb" / "content" / "sha256").is_dir():
             raise MetadataUnreadable(f"no readable image store at {self.image_dir}")
@@ -81,12 +82,33 @@ class Overlay2Metadata:
         hexpart = digest_hex(chain_id)
         if hexpart is None:
             raise MetadataUnreadable(f"unexpected chain id {chain_id!r}")
-        path = self.image_dir / "layerdb" / "sha256" / hexpart / "size"
+        entry = self.image_dir / "layerdb" / "sha256" / hexpart
         try:
-            size = int(path.read_text().strip())
+            size = int((entry / "size").read_text().strip())
         except (OSError, ValueError) as exc:
-            raise MetadataUnreadable(f"layer size {path}: {exc}") from exc
-        return Layer(chain_id=chain_id, diff_id=diff_id, size=size, parent=parent)
+            raise MetadataUnreadable(f"layer size {entry}/size: {exc}") from exc
+        return Layer(chain_id=chain_id, diff_id=diff_id, size=size, parent=parent,
+                     metadata_bytes=self._bookkeeping_bytes(entry))
+
+    def _bookkeeping_bytes(self, entry: Path) -> int:
+        """What the engine keeps for a layer besides its files, as `du -b` counts it: the
+        layerdb entry, the layer directory's own entries (diff/, work/, link, lower), and the
+        `l/` short link. Directories below the top of the layer's content are not counted
+        (that would take a walk of every layer); they are a few KiB a layer."""
+        total = _own_bytes(entry) + _entries_bytes(entry)
+        try:
+            cache_id = (entry / "cache-id").read_text().strip()
+        except OSError:
+            return total
+        if not cache_id or "/" in cache_id or cache_id in (".", ".."):
+            return total
+        layer_dir = self.root / self.driver / cache_id
+        total += _own_bytes(layer_dir) + _entries_bytes(layer_dir)
+        total += _entries_bytes(layer_dir / "work")
+        # Top-level directories of the layer's content; deeper ones would need a walk.
+        total += _entries_bytes(layer_dir / "diff", only_dirs=True)
+        total += len(f"../{cache_id}/diff")  # the l/<short> symlink's target
+        return total
 
     def last_tag_time(self, image_id: str) -> str | None:
         hexpart = digest_hex(image_id)
@@ -97,6 +119,26 @@ class Overlay2Metadata:
             return path.read_text().strip() or None
         except OSError:
             return None
+
+
+def _entries_bytes(directory: Path, *, only_dirs: bool = False) -> int:
+    """The sizes of a directory's direct entries (not their contents), as `du -b` adds them."""
+    try:
+        with os.scandir(directory) as entries:
+            return sum(
+                e.stat(follow_symlinks=False).st_size
+                for e in entries
+                if not only_dirs or e.is_dir(follow_symlinks=False)
+            )
+    except OSError:
+        return 0
+
+
+def _own_bytes(directory: Path) -> int:
+    try:
+        return directory.lstat().st_size
+    except OSError:
+        return 0
 
 
 def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] | None:
