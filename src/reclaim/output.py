@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,9 @@ from reclaim.runtimes.base import no_progress
 from reclaim.timeutil import human_ago
 from reclaim.units import human_bytes
 
-stdout = Console(highlight=False, soft_wrap=False)
+# Piped output keeps whole rows (a pipe has no width of its own; 80 columns would wrap them).
+stdout = Console(highlight=False, soft_wrap=False,
+                 width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 stderr = Console(stderr=True, highlight=False)
 
 
@@ -115,7 +118,7 @@ def _show_images(report: DfReport) -> None:
         ("CONTAINERS", "right"),
         ("LAST USED", "left"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     rows = sorted(report.images, key=lambda r: (-r.exclusive, r.image.tags, r.image.id))
     for row in rows:
         last = row.last_use
@@ -124,10 +127,12 @@ def _show_images(report: DfReport) -> None:
             + (f" {last.detail}" if last.detail else "")
             + ")"
             if last
-            else "unknown"
+            else "unknown (never run here)"
         )
+        tags = row.image.tags
         table.add_row(
-            "\n".join(row.image.tags) or "<none>",
+            (tags[0] + (f" (+{len(tags) - 1} more)" if len(tags) > 1 else "")) if tags
+            else "<none>",
             _short_id(row.image.id),
             human_bytes(row.size),
             human_bytes(row.exclusive),
