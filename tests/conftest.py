@@ -41,22 +41,51 @@ def _engine_base() -> Path:
     return Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
 
 
+class EnginePool:
+    """Seeded engines started on first use, one per configuration, stopped at session end."""
+
+    def __init__(self) -> None:
+        self._seeded: dict[str, Seeded] = {}
+        self._bases: list[Path] = []
+
+    def get(self, kind: str) -> Seeded:
+        if kind not in self._seeded:
+            if os.geteuid() != 0:
+                pytest.fail("engine tests need root (they start private engines)")
+            base = _engine_base()
+            self._bases.append(base)
+            engine = engines.start(kind, base)
+            client = docker.APIClient(base_url=engine.url, version="auto", timeout=300)
+            try:
+                work = base / "seed"
+                work.mkdir()
+                truth = seed(client, build_fixture(FixtureSpec.small()), work)
+            except BaseException:
+                engines.stop(engine, remove=True)
+                raise
+            finally:
+                client.close()
+            self._seeded[kind] = Seeded(engine, truth)
+        return self._seeded[kind]
+
+    def close(self) -> None:
+        for seeded in self._seeded.values():
+            engines.stop(seeded.engine, remove=True)
+        for base in self._bases:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def engine_pool() -> Iterator[EnginePool]:
+    pool = EnginePool()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture(scope="session", params=KINDS)
-def seeded(request: pytest.FixtureRequest) -> Iterator[Seeded]:
+def seeded(request: pytest.FixtureRequest, engine_pool: EnginePool) -> Seeded:
     """A private engine of each configuration, seeded with the small fixture. Tests that
     change it must only touch objects they created themselves."""
-    if os.geteuid() != 0:
-        pytest.fail("engine tests need root (they start private engines)")
-    kind = str(request.param)
-    base = _engine_base()
-    engine = engines.start(kind, base)
-    try:
-        client = docker.APIClient(base_url=engine.url, version="auto", timeout=300)
-        work = base / "seed"
-        work.mkdir()
-        truth = seed(client, build_fixture(FixtureSpec.small()), work)
-        client.close()
-        yield Seeded(engine, truth)
-    finally:
-        engines.stop(engine, remove=True)
-        shutil.rmtree(base, ignore_errors=True)
+    return engine_pool.get(str(request.param))

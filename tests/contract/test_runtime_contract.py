@@ -1,0 +1,198 @@
+"""One behaviour suite for every runtime: the in-memory fake and the Docker adapter on each
+engine configuration. Whatever the policy and apply code rely on is pinned here, so the fake
+cannot drift from the engines it stands in for."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import docker
+import pytest
+
+from reclaim.errors import InUse, NotFound
+from reclaim.model import Container, ContainerState, Mount, Volume
+from reclaim.runtimes.base import Runtime
+from reclaim.runtimes.docker import DockerRuntime
+from reclaim.runtimes.fake import FakeRuntime
+from reclaim.sandbox.content import FixtureSpec, GroundTruth, build_fixture
+from tests.conftest import KINDS
+
+KiB = 1024
+
+
+@dataclass
+class Backend:
+    name: str
+    runtime: Runtime
+    truth: GroundTruth
+    store: str
+    image_ids: Mapping[str, str]  # truth key -> the runtime's image id
+    container_ids: Mapping[str, str]  # truth name -> the runtime's container id
+    # Scratch objects for the removal tests, so the seeded state stays as the truth says.
+    make_image: Callable[[tuple[str, ...]], str]
+    make_container: Callable[[str], str]
+
+
+def _fake_backend() -> Backend:
+    fixture = build_fixture(FixtureSpec.small())
+    truth = fixture.truth
+    fake = FakeRuntime()
+    image_ids: dict[str, str] = {}
+    for image in truth.images:
+        layers = [(truth.layers[c].diff_id, truth.layers[c].content_bytes) for c in image.chain]
+        fake.add_image(image.config_digest, tags=image.tags, layers=layers,
+                       metadata_bytes=image.config_bytes)
+        image_ids[image.key] = image.config_digest
+    container_ids: dict[str, str] = {}
+    for c in truth.containers:
+        cid = hashlib.sha256(c.name.encode()).hexdigest()
+        fake.add_container(Container(
+            id=cid, name=c.name, image_id=image_ids[c.image], state=c.state, created=None,
+            mounts=tuple(Mount("volume", v, "", dest) for v, dest in c.mounts),
+        ))
+        container_ids[c.name] = cid
+    for v in truth.volumes:
+        fake.add_volume(Volume(name=v.name, driver="local", labels=dict(v.labels),
+                               anonymous=v.anonymous, mountpoint="", bytes=v.data_bytes,
+                               used_by=()))
+
+    def make_image(tags: tuple[str, ...]) -> str:
+        image_id = "sha256:" + hashlib.sha256(repr(tags).encode()).hexdigest()
+        fake.add_image(image_id, tags=tags, layers=[("sha256:" + "ab" * 32, 10)])
+        return image_id
+
+    def make_container(image_ref: str) -> str:
+        image = fake._resolve(image_ref)
+        cid = hashlib.sha256(f"scratch-{image.id}".encode()).hexdigest()
+        fake.add_container(Container(id=cid, name="scratch", image_id=image.id,
+                                     state=ContainerState.CREATED, created=None))
+        return cid
+
+    return Backend("fake", fake, truth, "overlay2", image_ids, container_ids,
+                   make_image, make_container)
+
+
+def _scratch_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"contract\n"
+        info = tarfile.TarInfo("scratch.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _docker_backend(request: pytest.FixtureRequest, kind: str) -> Backend:
+    seeded = request.getfixturevalue("engine_pool").get(kind)
+    client = docker.APIClient(base_url=seeded.engine.url, version="auto", timeout=120)
+    request.addfinalizer(client.close)
+
+    def make_image(tags: tuple[str, ...]) -> str:
+        repo, tag = tags[0].rsplit(":", 1)
+        client.import_image_from_data(_scratch_tar(), repository=repo, tag=tag)
+        for extra in tags[1:]:
+            r, t = extra.rsplit(":", 1)
+            client.tag(tags[0], r, t)
+        return str(client.inspect_image(tags[0])["Id"])
+
+    def make_container(image_ref: str) -> str:
+        created = client.create_container(
+            image_ref, command=["/scratch.txt"], network_disabled=True,
+            host_config=client.create_host_config(network_mode="none"),
+        )
+        return str(created["Id"])
+
+    runtime = DockerRuntime(seeded.engine.url)
+    request.addfinalizer(runtime.close)
+    return Backend(kind, runtime, seeded.truth.truth, seeded.truth.store,
+                   seeded.truth.image_ids, seeded.truth.container_ids,
+                   make_image, make_container)
+
+
+@pytest.fixture(params=["fake", *KINDS])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "fake":
+        yield _fake_backend()
+    else:
+        request.applymarker(pytest.mark.engine)
+        yield _docker_backend(request, str(request.param))
+
+
+def test_lists_every_image_with_its_tags(backend: Backend) -> None:
+    inventory = backend.runtime.inventory()
+    by_id = {i.id: i for i in inventory.images}
+    for key, image_id in backend.image_ids.items():
+        assert sorted(by_id[image_id].tags) == sorted(backend.truth.image(key).tags)
+    assert sum(1 for i in inventory.images if i.dangling) >= sum(
+        1 for i in backend.truth.images if i.dangling)
+
+
+def test_layer_chains_and_sizes_are_the_engines(backend: Backend) -> None:
+    inventory = backend.runtime.inventory()
+    by_id = {i.id: i for i in inventory.images}
+    for key, image_id in backend.image_ids.items():
+        truth = backend.truth.image(key)
+        assert by_id[image_id].chain == truth.chain
+        for chain_id in truth.chain:
+            layer = backend.truth.layers[chain_id]
+            expected = (layer.allocated_bytes if backend.store == "containerd"
+                        else layer.content_bytes)
+            assert abs(inventory.layers[chain_id].size - expected) <= 64 * KiB, chain_id
+
+
+def test_containers_of_every_state_with_their_images(backend: Backend) -> None:
+    inventory = backend.runtime.inventory()
+    by_id = {c.id: c for c in inventory.containers}
+    for c in backend.truth.containers:
+        got = by_id[backend.container_ids[c.name]]
+        assert got.state == c.state
+        assert got.image_id == backend.image_ids[c.image]
+
+
+def test_volumes_know_their_users(backend: Backend) -> None:
+    inventory = backend.runtime.inventory()
+    by_name = {v.name: v for v in inventory.volumes}
+    for v in backend.truth.volumes:
+        assert by_name[v.name].dangling == v.dangling, v.name
+        assert by_name[v.name].anonymous == v.anonymous, v.name
+        assert sorted(by_name[v.name].used_by) == sorted(
+            backend.container_ids[n] for n in v.used_by)
+
+
+def test_removal_follows_the_engines_rules(backend: Backend) -> None:
+    rt = backend.runtime
+    image_id = backend.make_image(("contract/scratch:1", "contract/scratch:2"))
+    # An id with several tags is refused without force.
+    with pytest.raises(InUse):
+        rt.remove_image(image_id)
+    # Removing one of several tags only untags, even though that needs no force.
+    rt.remove_image("contract/scratch:1")
+    left = {i.id: i for i in rt.inventory().images}[image_id]
+    assert left.tags == ("contract/scratch:2",)
+    # The last tag of an image a container (never started) uses is refused.
+    container_id = backend.make_container("contract/scratch:2")
+    with pytest.raises(InUse):
+        rt.remove_image("contract/scratch:2")
+    rt.remove_container(container_id)
+    rt.remove_image("contract/scratch:2")
+    assert image_id not in {i.id for i in rt.inventory().images}
+    with pytest.raises(NotFound):
+        rt.remove_image("contract/never-there:1")
+    with pytest.raises(NotFound):
+        rt.remove_container("f" * 64)
+
+
+def test_running_containers_and_used_volumes_are_refused(backend: Backend) -> None:
+    running = next(c for c in backend.truth.containers if c.state is ContainerState.RUNNING)
+    with pytest.raises(InUse):
+        backend.runtime.remove_container(backend.container_ids[running.name])
+    used = next(v for v in backend.truth.volumes if not v.dangling)
+    with pytest.raises(InUse):
+        backend.runtime.remove_volume(used.name)
+    inventory = backend.runtime.inventory()
+    assert backend.container_ids[running.name] in {c.id for c in inventory.containers}
+    assert used.name in {v.name for v in inventory.volumes}
