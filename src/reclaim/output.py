@@ -22,7 +22,8 @@ from reclaim.units import human_bytes
 # Piped output keeps whole rows (a pipe has no width of its own; 80 columns would wrap them).
 stdout = Console(highlight=False, soft_wrap=False,
                  width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
-stderr = Console(stderr=True, highlight=False)
+# Errors stay one line whatever the width: they are read by people and by scripts.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def emit_json(document: dict[str, Any]) -> None:
