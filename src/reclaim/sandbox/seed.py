@@ -168,6 +168,7 @@ def seed(
     progress: Progress | None = None,
     images_per_archive: int = 250,
     workers: int = 8,
+    load_workers: int = 2,
     keep_archives: bool = False,
 ) -> SeededTruth:
     """Loads the fixture's images, creates its volumes and containers and brings the
@@ -179,12 +180,18 @@ def seed(
 
     with _timed(timings, "archives"):
         archives = fixture.write_archives(workdir, images_per_archive=images_per_archive)
-    with _timed(timings, "load"):
-        for n, path in enumerate(archives, 1):
+    with _timed(timings, "load"), ThreadPoolExecutor(max_workers=max(1, load_workers)) as lp:
+        done = 0
+
+        def load(path: Path) -> None:
+            nonlocal done
             _load(client, path)
             if not keep_archives:
                 path.unlink()
-            say(f"loaded archive {n}/{len(archives)}")
+            done += 1
+            say(f"loaded archive {done}/{len(archives)}")
+
+        list(lp.map(load, archives))
     with _timed(timings, "resolve"):
         image_ids = _resolve_images(client, fixture.truth)
     say(f"{len(image_ids)} images in the engine")
