@@ -6,6 +6,7 @@ from the parsed bytes, so a mistake in the generator's own bookkeeping shows her
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -449,3 +450,19 @@ def test_seeded_truth_round_trips_through_json(small: Fixture) -> None:
     )
     with pytest.raises(ValueError):
         SeededTruth.from_json(json.dumps({"schema": "something/v0"}))
+
+
+def test_config_files_can_share_the_app_layer(busybox: Path, tmp_path: Path) -> None:
+    spec = dataclasses.replace(FixtureSpec.small(), config_layer=False)
+    fx = build_fixture(spec, busybox=busybox)
+    assert all(len(i.chain) == 4 for i in fx.images)
+    assert len({i.top_chain_id for i in fx.images}) == len(fx.images)
+    whiteout = next(i for i in fx.images if i.whiteout)
+    top = fx.layers[whiteout.top_chain_id]
+    with tarfile.open(fileobj=io.BytesIO(fx.layer_specs[top.diff_id].tar_bytes())) as tar:
+        assert any(PurePosixPath(m.name).name.startswith(".wh.") for m in tar.getmembers())
+    diff_ids = [layer.diff_id for layer in fx.layers.values()]
+    assert len(diff_ids) - len(set(diff_ids)) == 1, "the same-diff-id pair is still there"
+    (path,) = fx.write_archives(tmp_path)
+    with tarfile.open(path) as tar:
+        assert sum(n.endswith("/layer.tar") for n in tar.getnames()) == len(set(diff_ids))
