@@ -94,3 +94,9 @@ def test_predicted_bytes_match_the_measured_drop(seeded: Seeded, tmp_path: Path)
     with pytest.raises(InUse):
         runtime.remove_image(pinned_id)
     assert pinned_id in {i.id for i in runtime.inventory().images}
+
+    # Leave the shared engine as the other tests expect it.
+    for container_id in truth.container_ids.values():
+        runtime.remove_container(container_id)
+    delete_image(runtime, truth.truth.image(pinned_key).tags, pinned_id)
+    assert not set(truth.image_ids.values()) & {i.id for i in runtime.inventory().images}

@@ -277,10 +277,10 @@ class DockerRuntime:
             chain = chain_ids(config.diff_ids)
             own: list[Layer] = []
             parent: str | None = None
-            for chain_id, diff_id in zip(chain, config.diff_ids, strict=True):
+            for depth, (chain_id, diff_id) in enumerate(zip(chain, config.diff_ids, strict=True)):
                 layer = known.get(chain_id)
                 if layer is None:
-                    layer = known[chain_id] = meta.layer(chain_id, diff_id, parent)
+                    layer = known[chain_id] = meta.layer(chain_id, diff_id, parent, depth)
                 own.append(layer)
                 parent = chain_id
             result[image_id] = LayerInfo(

@@ -78,7 +78,8 @@ class Overlay2Metadata:
             raise MetadataUnreadable(f"image config {path}: malformed diff ids")
         return ImageConfig(diff_ids=diff_ids, config_bytes=len(raw))
 
-    def layer(self, chain_id: str, diff_id: str, parent: str | None) -> Layer:
+    def layer(self, chain_id: str, diff_id: str, parent: str | None, depth: int = 0) -> Layer:
+        """`depth` is the layer's place in its chain (0 for a base layer)."""
         hexpart = digest_hex(chain_id)
         if hexpart is None:
             raise MetadataUnreadable(f"unexpected chain id {chain_id!r}")
@@ -88,27 +89,30 @@ class Overlay2Metadata:
         except (OSError, ValueError) as exc:
             raise MetadataUnreadable(f"layer size {entry}/size: {exc}") from exc
         return Layer(chain_id=chain_id, diff_id=diff_id, size=size, parent=parent,
-                     metadata_bytes=self._bookkeeping_bytes(entry))
+                     metadata_bytes=self._bookkeeping_bytes(entry, size, depth))
 
-    def _bookkeeping_bytes(self, entry: Path) -> int:
+    def _bookkeeping_bytes(self, entry: Path, size: int, depth: int) -> int:
         """What the engine keeps for a layer besides its files, as `du -b` counts it: the
-        layerdb entry, the layer directory's own entries (diff/, work/, link, lower), and the
-        `l/` short link. Directories below the top of the layer's content are not counted
-        (that would take a walk of every layer); they are a few KiB a layer."""
-        total = _own_bytes(entry) + _entries_bytes(entry)
+        layerdb entry (cache-id, diff, size, parent, tar-split), the layer directory with its
+        diff/ (and work/work/ above the base), link, lower, and the `l/` short link.
+
+        Two stats a layer: the sizes of the fixed files follow from the layout, and every
+        directory is as large as the layerdb entry's own. Directories inside the layer's
+        content are not counted (that would be a walk of every layer): a few KiB a layer."""
         try:
-            cache_id = (entry / "cache-id").read_text().strip()
+            directory = entry.lstat().st_size
+            tar_split = (entry / "tar-split.json.gz").stat().st_size
         except OSError:
-            return total
-        if not cache_id or "/" in cache_id or cache_id in (".", ".."):
-            return total
-        layer_dir = self.root / self.driver / cache_id
-        total += _own_bytes(layer_dir) + _entries_bytes(layer_dir)
-        total += _entries_bytes(layer_dir / "work")
-        # Top-level directories of the layer's content; deeper ones would need a walk.
-        total += _entries_bytes(layer_dir / "diff", only_dirs=True)
-        total += len(f"../{cache_id}/diff")  # the l/<short> symlink's target
-        return total
+            return 0
+        digest_file = len("sha256:") + 64
+        files = 64 + digest_file + len(str(size)) + tar_split  # cache-id, diff, size, tar-split
+        directories = 3  # the layerdb entry, the layer directory, its diff/
+        if depth:
+            files += digest_file  # parent
+            directories += 2  # work/ and work/work/
+            files += 28 * depth - 1  # lower: "l/<26 chars>" per ancestor, ':'-joined
+        files += 26 + len("../") + 64 + len("/diff")  # link, and the l/<short> symlink
+        return directories * directory + files
 
     def last_tag_time(self, image_id: str) -> str | None:
         hexpart = digest_hex(image_id)
@@ -119,26 +123,6 @@ class Overlay2Metadata:
             return path.read_text().strip() or None
         except OSError:
             return None
-
-
-def _entries_bytes(directory: Path, *, only_dirs: bool = False) -> int:
-    """The sizes of a directory's direct entries (not their contents), as `du -b` adds them."""
-    try:
-        with os.scandir(directory) as entries:
-            return sum(
-                e.stat(follow_symlinks=False).st_size
-                for e in entries
-                if not only_dirs or e.is_dir(follow_symlinks=False)
-            )
-    except OSError:
-        return 0
-
-
-def _own_bytes(directory: Path) -> int:
-    try:
-        return directory.lstat().st_size
-    except OSError:
-        return 0
 
 
 def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] | None:
