@@ -631,7 +631,6 @@ class _Builder:
 @dataclass
 class _Family:
     name: str
-    repo: str
     created: datetime
     base: _Built
     runtime: _Built
@@ -639,9 +638,13 @@ class _Family:
     deps_files: list[str]  # the first file of each deps variant, for whiteouts
 
 
+def _family_name(f: int) -> str:
+    return FAMILY_NAMES[f] if f < len(FAMILY_NAMES) else f"fam{f:03d}"
+
+
 def _family(b: _Builder, f: int) -> _Family:
     spec = b.spec
-    name = FAMILY_NAMES[f] if f < len(FAMILY_NAMES) else f"fam{f:03d}"
+    name = _family_name(f)
     created = EPOCH + timedelta(days=7 * f)
     base_entries: list[Entry] = []
     if b.busybox is not None:
@@ -662,7 +665,7 @@ def _family(b: _Builder, f: int) -> _Family:
         )
         deps_files.append(entries[0].path)
         deps.append(b.layer(entries, created + timedelta(hours=2), f"deps variant {v}"))
-    return _Family(name, f"{spec.name}/{name}", created, base, runtime, deps, deps_files)
+    return _Family(name, created, base, runtime, deps, deps_files)
 
 
 @dataclass
@@ -680,8 +683,7 @@ def _plan_images(spec: FixtureSpec) -> list[_ImagePlan]:
     rng = random.Random(f"{spec.name}/{spec.seed}/tags")
     by_slot: dict[tuple[int, int], _ImagePlan] = {}
     for f in range(spec.families):
-        name = FAMILY_NAMES[f] if f < len(FAMILY_NAMES) else f"fam{f:03d}"
-        repo = f"{spec.name}/{name}"
+        repo = f"{spec.name}/{_family_name(f)}"
         for i in range(spec.images_per_family):
             n = rng.randint(*spec.tags_per_image)
             tags = [f"{repo}:1.{i}", *(f"{repo}:1.{i}-r{k}" for k in range(1, n))]

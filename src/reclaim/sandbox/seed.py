@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import tarfile
 import time
@@ -181,15 +182,13 @@ def seed(
     with _timed(timings, "archives"):
         archives = fixture.write_archives(workdir, images_per_archive=images_per_archive)
     with _timed(timings, "load"), ThreadPoolExecutor(max_workers=max(1, load_workers)) as lp:
-        done = 0
+        done = itertools.count(1)
 
         def load(path: Path) -> None:
-            nonlocal done
             _load(client, path)
             if not keep_archives:
                 path.unlink()
-            done += 1
-            say(f"loaded archive {done}/{len(archives)}")
+            say(f"loaded archive {next(done)}/{len(archives)}")
 
         list(lp.map(load, archives))
     with _timed(timings, "resolve"):
@@ -243,18 +242,23 @@ def _resolve_images(client: docker.APIClient, truth: GroundTruth) -> dict[str, s
     """Engine image ids by image key: tagged images by their first tag, dangling ones by the
     chain of their layers (the only thing an untagged image is known by)."""
     by_tag: dict[str, str] = {}
+    untagged: list[str] = []
+    # One listing: it is the slow call on the containerd image store (sizes per image).
     for entry in client.images():
-        for tag in entry.get("RepoTags") or []:
+        tags = [t for t in entry.get("RepoTags") or [] if t != "<none>:<none>"]
+        for tag in tags:
             by_tag[tag] = entry["Id"]
+        if not tags:
+            untagged.append(entry["Id"])
     by_chain = truth.by_top_chain()
     ids: dict[str, str] = {}
-    for entry in client.images(filters={"dangling": True}):
-        layers = client.inspect_image(entry["Id"]).get("RootFS", {}).get("Layers") or []
+    for image_id in untagged:
+        layers = client.inspect_image(image_id).get("RootFS", {}).get("Layers") or []
         if not layers:
             continue
         img = by_chain.get(chain_ids(layers)[-1])
         if img is not None and img.dangling:
-            ids[img.key] = entry["Id"]
+            ids[img.key] = image_id
     missing: list[str] = []
     for img in truth.images:
         if img.dangling:
