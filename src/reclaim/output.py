@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from reclaim.df import DfReport
 from reclaim.runtimes.base import Progress as ProgressFn
@@ -19,11 +16,28 @@ from reclaim.runtimes.base import no_progress
 from reclaim.timeutil import human_ago
 from reclaim.units import human_bytes
 
-# Piped output keeps whole rows (a pipe has no width of its own; 80 columns would wrap them).
-stdout = Console(highlight=False, soft_wrap=False,
-                 width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
-# Errors stay one line whatever the width: they are read by people and by scripts.
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich is imported only for what a person reads: the JSON and error paths of a cron job or a
+# script do not pay its start-up.
+
+
+@functools.cache
+def _stdout() -> Console:
+    from rich.console import Console
+
+    # Piped output keeps whole rows (a pipe has no width of its own; 80 columns would wrap).
+    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+    return Console(highlight=False, soft_wrap=False, width=width)
+
+
+@functools.cache
+def _stderr() -> Console:
+    from rich.console import Console
+
+    # Errors stay one line whatever the width: they are read by people and by scripts.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def emit_json(document: dict[str, Any]) -> None:
@@ -32,27 +46,36 @@ def emit_json(document: dict[str, Any]) -> None:
 
 
 def error(message: str, hint: str | None = None) -> None:
-    stderr.print(f"[bold red]reclaim:[/] {message}", markup=True, highlight=False)
-    if hint:
-        stderr.print(f"  hint: {hint}", markup=False)
+    if sys.stderr.isatty():
+        _stderr().print(f"[bold red]reclaim:[/] {message}", markup=True, highlight=False)
+        if hint:
+            _stderr().print(f"  hint: {hint}", markup=False)
+        return
+    sys.stderr.write(f"reclaim: {message}\n" + (f"  hint: {hint}\n" if hint else ""))
+    sys.stderr.flush()
 
 
 def warning(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {message}", markup=True)
+    if sys.stderr.isatty():
+        _stderr().print(f"[yellow]warning:[/] {message}", markup=True)
+    else:
+        sys.stderr.write(f"warning: {message}\n")
 
 
 @contextmanager
 def progress(enabled: bool) -> Iterator[ProgressFn]:
     """A progress bar on standard error while a large inventory loads, only on a terminal."""
-    if not enabled or not stderr.is_terminal:
+    if not enabled or not sys.stderr.isatty():
         yield no_progress
         return
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        console=stderr,
+        console=_stderr(),
         transient=True,
     )
     tasks: dict[str, TaskID] = {}
@@ -71,8 +94,10 @@ def _short_id(image_id: str) -> str:
 
 
 def show_df(report: DfReport, *, verbose: bool) -> None:
+    from rich.table import Table
+
     engine = report.inventory.engine
-    stdout.print(
+    _stdout().print(
         f"Engine: {engine.runtime} {engine.version} at {engine.endpoint} "
         f"({engine.storage_driver}, image store {engine.image_store}, "
         f"data root {engine.data_root or 'unknown'})"
@@ -93,15 +118,15 @@ def show_df(report: DfReport, *, verbose: bool) -> None:
             human_bytes(total.bytes),
             human_bytes(total.reclaimable_bytes),
         )
-    stdout.print(summary)
+    _stdout().print(summary)
     counted = report.image_total.bytes or 0
     if report.engine_size_sum > counted:
-        stdout.print(
+        _stdout().print(
             f"Image sizes as the engine lists them add up to {human_bytes(report.engine_size_sum)}"
             f"; with each shared layer counted once they take {human_bytes(counted)}."
         )
     if report.container_total.bytes is None:
-        stdout.print("Container read-write bytes: not asked for (use --sizes; slow).")
+        _stdout().print("Container read-write bytes: not asked for (use --sizes; slow).")
     if verbose:
         _show_images(report)
         _show_containers(report)
@@ -109,6 +134,8 @@ def show_df(report: DfReport, *, verbose: bool) -> None:
 
 
 def _show_images(report: DfReport) -> None:
+    from rich.table import Table
+
     table = Table(title="Images", title_justify="left", show_edge=False, box=None)
     for column, justify in (
         ("REPOSITORY:TAG", "left"),
@@ -141,11 +168,13 @@ def _show_images(report: DfReport) -> None:
             str(len(row.containers)),
             used,
         )
-    stdout.print()
-    stdout.print(table)
+    _stdout().print()
+    _stdout().print(table)
 
 
 def _show_containers(report: DfReport) -> None:
+    from rich.table import Table
+
     containers = report.inventory.containers
     if not containers:
         return
@@ -162,11 +191,13 @@ def _show_containers(report: DfReport) -> None:
             human_ago(c.finished, report.now) if c.finished else "-",
             human_bytes(c.rw_bytes),
         )
-    stdout.print()
-    stdout.print(table)
+    _stdout().print()
+    _stdout().print(table)
 
 
 def _show_volumes(report: DfReport) -> None:
+    from rich.table import Table
+
     volumes = report.inventory.volumes
     if not volumes:
         return
@@ -181,5 +212,5 @@ def _show_volumes(report: DfReport) -> None:
             "dangling" if v.dangling else f"{len(v.used_by)} container(s)",
             human_bytes(v.bytes),
         )
-    stdout.print()
-    stdout.print(table)
+    _stdout().print()
+    _stdout().print(table)

@@ -9,18 +9,16 @@ history, a bounded number of calls in flight at once.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import docker
-import docker.errors
-import requests.exceptions
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reclaim.errors import (
     EngineError,
@@ -28,6 +26,7 @@ from reclaim.errors import (
     EngineUnsupported,
     InUse,
     NotFound,
+    ReclaimError,
 )
 from reclaim.model import (
     Blob,
@@ -49,7 +48,11 @@ from reclaim.runtimes.dockerdisk import (
     chain_ids,
     read_container_state,
 )
+from reclaim.runtimes.unixhttp import HTTPStatusError, UnixJSONClient
 from reclaim.timeutil import parse_time
+
+if TYPE_CHECKING:
+    import docker
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 # The oldest API reclaim speaks (Docker 20.10). Pinning it saves the version probe that
@@ -91,15 +94,31 @@ class DockerRuntime:
         self.endpoint = resolve_endpoint(endpoint)
         self.api_workers = api_workers
         self.read_disk = read_disk
+        self.timeout = timeout
         # Counts engine API calls, for the benchmark's "how many calls" column.
         self.api_calls = 0
-        with self._translate():
-            self.client = docker.APIClient(
-                base_url=self.endpoint, version=BASE_API, timeout=timeout
+        self._count_lock = threading.Lock()
+        self._unix: UnixJSONClient | None = None
+        if self.endpoint.startswith("unix://"):
+            self._unix = UnixJSONClient(
+                self.endpoint.removeprefix("unix://"), BASE_API, timeout
             )
+        self._client: docker.APIClient | None = None
         self._info: EngineInfo | None = None
-        self._raw_info: dict[str, Any] = {}
         self._server_api = BASE_API
+
+    @property
+    def client(self) -> docker.APIClient:
+        """docker-py's low-level client, made on first use: removals go through it, and
+        every read on endpoints that are not a local unix socket (TCP, TLS, SSH)."""
+        if self._client is None:
+            import docker
+
+            with self._translate("connect"):
+                self._client = docker.APIClient(
+                    base_url=self.endpoint, version=BASE_API, timeout=self.timeout
+                )
+        return self._client
 
     # -- error translation ---------------------------------------------------------------
 
@@ -107,60 +126,76 @@ class DockerRuntime:
     def _translate(self, what: str = "") -> Iterator[None]:
         try:
             yield
-        except docker.errors.NotFound as exc:
-            raise NotFound(f"{what}: {_explanation(exc)}") from exc
-        except docker.errors.APIError as exc:
-            status = exc.status_code
-            if status == 409:
-                raise InUse(f"{what}: {_explanation(exc)}") from exc
-            raise EngineError(f"{what}: engine answered {status}: {_explanation(exc)}") from exc
-        except PermissionError as exc:
-            raise EngineUnreachable(
+        except ReclaimError:
+            raise
+        except Exception as exc:
+            mapped = self._map_error(exc, what)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def _map_error(self, exc: Exception, what: str) -> ReclaimError | None:
+        if isinstance(exc, HTTPStatusError):
+            return _status_error(exc.status, exc.message, what)
+        module = type(exc).__module__
+        if module.startswith("docker"):
+            import docker.errors
+
+            if isinstance(exc, docker.errors.APIError):
+                return _status_error(exc.status_code or 0, _explanation(exc), what)
+        if _is_permission_error(exc):
+            return EngineUnreachable(
                 f"permission denied on the engine socket {self.endpoint}",
                 hint="run as root, or as a member of the group that owns the socket (docker)",
-            ) from exc
-        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
-            if _is_permission_error(exc):
-                raise EngineUnreachable(
-                    f"permission denied on the engine socket {self.endpoint}",
-                    hint="run as root, or as a member of the group that owns the socket "
-                    "(docker)",
-                ) from exc
-            raise EngineUnreachable(
+            )
+        if module.startswith(("docker", "requests", "urllib3")) or isinstance(
+            exc, OSError | http.client.HTTPException
+        ):
+            if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
+                return EngineUnreachable(
+                    f"the Docker engine at {self.endpoint} did not answer in time ({what})"
+                )
+            return EngineUnreachable(
                 f"cannot reach the Docker engine at {self.endpoint}",
                 hint="is it running? Point reclaim at another with --engine URL or DOCKER_HOST",
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise EngineUnreachable(
-                f"the Docker engine at {self.endpoint} did not answer: {exc}"
-            ) from exc
+            )
+        return None
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        self.api_calls += 1
+        with self._count_lock:
+            self.api_calls += 1
         with self._translate(what):
             return fn()
 
-    def _get_json(self, path: str, what: str, **params: Any) -> Any:
-        def fetch() -> Any:
-            response = self.client._get(self.client._url(path), params=params)
-            return self.client._result(response, json=True)
+    def _get(
+        self, path: str, what: str, params: dict[str, Any] | None = None,
+        api_version: str | None = None,
+    ) -> tuple[Any, dict[str, str]]:
+        """One GET: the decoded JSON and the response headers (lower-case names)."""
+        def fetch() -> tuple[Any, dict[str, str]]:
+            if self._unix is not None:
+                return self._unix.get(path, params, api_version=api_version)
+            url = self.client._url(path)
+            if api_version:
+                url = url.replace(f"/v{BASE_API}/", f"/v{api_version}/")
+            response = self.client._get(url, params=params or {})
+            body = self.client._result(response, json=True)
+            return body, {k.lower(): v for k, v in response.headers.items()}
 
         return self._call(what, fetch)
+
+    def _get_json(self, path: str, what: str, **params: Any) -> Any:
+        return self._get(path, what, params)[0]
 
     # -- Runtime -------------------------------------------------------------------------
 
     def info(self) -> EngineInfo:
         if self._info is None:
-            def fetch() -> Any:
-                response = self.client._get(self.client._url("/info"))
-                # Every answer names the engine's own API version: no separate probe needed.
-                self._server_api = response.headers.get("Api-Version") or BASE_API
-                return self.client._result(response, json=True)
-
-            raw = self._call("engine info", fetch)
+            raw, headers = self._get("/info", "engine info")
+            # Every answer names the engine's own API version: no separate probe needed.
+            self._server_api = headers.get("api-version") or BASE_API
             if not isinstance(raw, dict) or "ServerVersion" not in raw:
                 raise EngineUnsupported(f"{self.endpoint} does not answer like a Docker engine")
-            self._raw_info = raw
             driver = str(raw.get("Driver", ""))
             status = {str(k): str(v) for k, v in raw.get("DriverStatus") or []}
             snapshotter = "snapshotter" in status.get("driver-type", "")
@@ -179,14 +214,20 @@ class DockerRuntime:
     def inventory(self, *, sizes: bool = False, progress: Progress = no_progress) -> Inventory:
         info = self.info()
         progress("listing", 0, None)
-        raw_images = self._get_json("/images/json", "list images", all=1)
-        raw_containers = self._get_json(
-            "/containers/json", "list containers", all=1, size=int(sizes)
-        )
-        raw_volumes = (self._get_json("/volumes", "list volumes") or {}).get("Volumes") or []
-        system_df = self._system_df(info, sizes)
+        # The engine builds its answers while this process reads the image store: the
+        # container, volume and build-cache listings run beside the image work.
+        with ThreadPoolExecutor(max_workers=3) as side:
+            containers_future = side.submit(
+                self._get_json, "/containers/json", "list containers", all=1, size=int(sizes)
+            )
+            volumes_future = side.submit(self._get_json, "/volumes", "list volumes")
+            system_df_future = side.submit(self._system_df, info, sizes)
+            raw_images = self._get_json("/images/json", "list images", all=1)
+            layer_infos, layer_source = self._layer_infos(info, raw_images, progress)
+            raw_containers = containers_future.result()
+            raw_volumes = (volumes_future.result() or {}).get("Volumes") or []
+            system_df = system_df_future.result()
 
-        layer_infos, layer_source = self._layer_infos(info, raw_images, progress)
         layers: dict[str, Layer] = {}
         blobs: dict[str, Blob] = {}
         images: list[Image] = []
@@ -240,7 +281,10 @@ class DockerRuntime:
         self._call(f"remove volume {name}", lambda: self.client.remove_volume(name, force=False))
 
     def close(self) -> None:
-        self.client.close()
+        if self._unix is not None:
+            self._unix.close()
+        if self._client is not None:
+            self._client.close()
 
     # -- layers --------------------------------------------------------------------------
 
@@ -300,12 +344,9 @@ class DockerRuntime:
 
         def one(image_id: str) -> tuple[str, LayerInfo]:
             nonlocal done
-            inspect = self._call(
-                f"inspect image {image_id}", lambda: self.client.inspect_image(image_id)
-            )
-            history = self._call(
-                f"history of image {image_id}", lambda: self.client.history(image_id)
-            )
+            inspect = self._get_json(f"/images/{image_id}/json", f"inspect image {image_id}")
+            history = self._get_json(f"/images/{image_id}/history",
+                                     f"history of image {image_id}")
             diff_ids = list((inspect.get("RootFS") or {}).get("Layers") or [])
             sizes = _layer_sizes_from_history(history, len(diff_ids))
             chain = chain_ids(diff_ids)
@@ -342,10 +383,8 @@ class DockerRuntime:
         if missing:
             def inspect_state(cid: str) -> tuple[str, dict[str, Any] | None]:
                 try:
-                    got = self._call(
-                        f"inspect container {cid[:12]}",
-                        lambda: self.client.inspect_container(cid),
-                    )
+                    got = self._get_json(f"/containers/{cid}/json",
+                                         f"inspect container {cid[:12]}")
                 except NotFound:
                     return cid, None  # removed since the listing
                 return cid, got.get("State")
@@ -431,16 +470,10 @@ class DockerRuntime:
         if sizes:
             return dict(self._get_json("/system/df", "disk usage"))
         if _api_at_least(info.api_version, "1.42"):
-            def fetch() -> Any:
-                # Asked at the engine's own API version: Docker 26 answers the same request
-                # made at 1.42 with a crash (a nil dereference in its handler).
-                url = self.client._url("/system/df").replace(
-                    f"/v{BASE_API}/", f"/v{info.api_version}/"
-                )
-                response = self.client._get(url, params={"type": "build-cache"})
-                return self.client._result(response, json=True)
-
-            return dict(self._call("build cache", fetch))
+            # Asked at the engine's own API version: Docker 26 answers the same request made
+            # at 1.42 with a crash (a nil dereference in its handler).
+            return dict(self._get("/system/df", "build cache", {"type": "build-cache"},
+                                  api_version=info.api_version)[0])
         return None
 
 
@@ -520,7 +553,15 @@ def _api_at_least(version: str, minimum: str) -> bool:
     return parts(version) >= parts(minimum)
 
 
-def _explanation(exc: docker.errors.APIError) -> str:
+def _status_error(status: int, message: str, what: str) -> ReclaimError:
+    if status == 404:
+        return NotFound(f"{what}: {message}")
+    if status == 409:
+        return InUse(f"{what}: {message}")
+    return EngineError(f"{what}: engine answered {status}: {message}")
+
+
+def _explanation(exc: Exception) -> str:
     return str(getattr(exc, "explanation", None) or exc)
 
 
