@@ -41,7 +41,11 @@ def _stderr() -> Console:
 
 
 def emit_json(document: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    # Indented for a person at a terminal; compact otherwise, which the C encoder writes
+    # several times faster (indentation falls back to the pure-Python one).
+    indent = 2 if sys.stdout.isatty() else None
+    separators = None if indent else (",", ":")
+    sys.stdout.write(json.dumps(document, indent=indent, separators=separators) + "\n")
     sys.stdout.flush()
 
 

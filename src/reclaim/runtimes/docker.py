@@ -67,6 +67,7 @@ _EMPTY_LAYER_HINT = re.compile(
 )
 
 T = TypeVar("T")
+_TIMES_WANTED = frozenset({ContainerState.EXITED, ContainerState.DEAD})
 
 
 def resolve_endpoint(engine: str | None) -> str:
@@ -216,14 +217,17 @@ class DockerRuntime:
         progress("listing", 0, None)
         # The engine builds its answers while this process reads the image store: the
         # container, volume and build-cache listings run beside the image work.
-        with ThreadPoolExecutor(max_workers=3) as side:
+        with ThreadPoolExecutor(max_workers=4) as side:
+            prefetch = side.submit(self._prefetch_overlay2, info)
             containers_future = side.submit(
                 self._get_json, "/containers/json", "list containers", all=1, size=int(sizes)
             )
             volumes_future = side.submit(self._get_json, "/volumes", "list volumes")
             system_df_future = side.submit(self._system_df, info, sizes)
             raw_images = self._get_json("/images/json", "list images", all=1)
-            layer_infos, layer_source = self._layer_infos(info, raw_images, progress)
+            layer_infos, layer_source = self._layer_infos(
+                info, raw_images, progress, prefetch.result()
+            )
             raw_containers = containers_future.result()
             raw_volumes = (volumes_future.result() or {}).get("Volumes") or []
             system_df = system_df_future.result()
@@ -288,13 +292,34 @@ class DockerRuntime:
 
     # -- layers --------------------------------------------------------------------------
 
+    def _prefetch_overlay2(self, info: EngineInfo) -> dict[str, LayerInfo] | None:
+        """Every image the store holds on disk, read while the engine is still answering the
+        image listing. Images caught mid-write are left to the read after the listing."""
+        if not (self.read_disk and info.image_store == "overlay2" and info.data_root):
+            return None
+        try:
+            meta = Overlay2Metadata(info.data_root)
+            ids = ["sha256:" + name for name in os.listdir(meta.configs_dir)]
+            return self._layers_from_overlay2(meta, ids, no_progress, skip_unreadable=True)
+        except (MetadataUnreadable, OSError):
+            return None
+
     def _layer_infos(
-        self, info: EngineInfo, raw_images: list[dict[str, Any]], progress: Progress
+        self,
+        info: EngineInfo,
+        raw_images: list[dict[str, Any]],
+        progress: Progress,
+        prefetched: dict[str, LayerInfo] | None = None,
     ) -> tuple[dict[str, LayerInfo], str]:
         ids = [str(raw["Id"]) for raw in raw_images]
         if self.read_disk and info.image_store == "overlay2" and info.data_root:
             try:
-                return self._layers_from_overlay2(info.data_root, ids, progress), "disk"
+                found = {i: prefetched[i] for i in ids if prefetched and i in prefetched}
+                rest = [i for i in ids if i not in found]
+                if rest:
+                    meta = Overlay2Metadata(info.data_root)
+                    found.update(self._layers_from_overlay2(meta, rest, progress))
+                return found, "disk"
             except MetadataUnreadable:
                 pass  # e.g. a remote engine, or not root: the API knows the same facts
         content = None
@@ -311,22 +336,29 @@ class DockerRuntime:
         return self._layers_from_api(ids, content, progress), "api"
 
     def _layers_from_overlay2(
-        self, data_root: str, ids: list[str], progress: Progress
+        self, meta: Overlay2Metadata, ids: list[str], progress: Progress,
+        *, skip_unreadable: bool = False,
     ) -> dict[str, LayerInfo]:
-        meta = Overlay2Metadata(data_root)
         known: dict[str, Layer] = {}
         result: dict[str, LayerInfo] = {}
         for n, image_id in enumerate(ids):
-            config = meta.image_config(image_id)
-            chain = chain_ids(config.diff_ids)
-            own: list[Layer] = []
-            parent: str | None = None
-            for depth, (chain_id, diff_id) in enumerate(zip(chain, config.diff_ids, strict=True)):
-                layer = known.get(chain_id)
-                if layer is None:
-                    layer = known[chain_id] = meta.layer(chain_id, diff_id, parent, depth)
-                own.append(layer)
-                parent = chain_id
+            try:
+                config = meta.image_config(image_id)
+                chain = chain_ids(config.diff_ids)
+                own: list[Layer] = []
+                parent: str | None = None
+                for depth, (chain_id, diff_id) in enumerate(
+                    zip(chain, config.diff_ids, strict=True)
+                ):
+                    layer = known.get(chain_id)
+                    if layer is None:
+                        layer = known[chain_id] = meta.layer(chain_id, diff_id, parent, depth)
+                    own.append(layer)
+                    parent = chain_id
+            except MetadataUnreadable:
+                if skip_unreadable:
+                    continue
+                raise
             result[image_id] = LayerInfo(
                 chain=tuple(chain),
                 layers=tuple(own),
@@ -375,11 +407,17 @@ class DockerRuntime:
         """Start and finish times are not in the listing. They are read from each container's
         `config.v2.json` when the data root is readable, else inspected (bounded concurrency)."""
         data_root = Path(info.data_root) if info.data_root else None
+        # Only stopped containers' times are needed: a running one uses its image now, and a
+        # created one never started (its creation time is in the listing).
+        wanted = [
+            str(raw["Id"]) for raw in raw_containers
+            if ContainerState.parse(str(raw.get("State") or "")) in _TIMES_WANTED
+        ]
         states: dict[str, dict[str, Any] | None] = {}
         if self.read_disk and data_root is not None:
-            for raw in raw_containers:
-                states[raw["Id"]] = read_container_state(data_root, str(raw["Id"]))
-        missing = [str(raw["Id"]) for raw in raw_containers if states.get(raw["Id"]) is None]
+            for cid in wanted:
+                states[cid] = read_container_state(data_root, cid)
+        missing = [cid for cid in wanted if states.get(cid) is None]
         if missing:
             def inspect_state(cid: str) -> tuple[str, dict[str, Any] | None]:
                 try:

@@ -52,24 +52,33 @@ class ImageConfig:
 
 
 class Overlay2Metadata:
-    """`image/overlay2/{imagedb,layerdb}` and `containers/` of one Docker data root."""
+    """`image/overlay2/{imagedb,layerdb}` and `containers/` of one Docker data root.
+
+    Paths are plain strings here: with thousands of files to open, pathlib's joins cost more
+    than the reads themselves."""
 
     def __init__(self, data_root: str | os.PathLike[str], driver: str = "overlay2") -> None:
-        self.root = Path(data_root)
+        self.root = os.fspath(data_root)
         self.driver = driver
-        self.image_dir = self.root / "image" / driver
-        if not (self.image_dir / "imagedb" / "content" / "sha256").is_dir():
+        self.image_dir = os.path.join(self.root, "image", driver)
+        self.configs_dir = os.path.join(self.image_dir, "imagedb", "content", "sha256")
+        self._configs = self.configs_dir + "/"
+        self._metadata = os.path.join(self.image_dir, "imagedb", "metadata", "sha256") + "/"
+        self._layerdb = os.path.join(self.image_dir, "layerdb", "sha256") + "/"
+        if not os.path.isdir(self.configs_dir):
             raise MetadataUnreadable(f"no readable image store at {self.image_dir}")
-        if not os.access(self.image_dir / "layerdb" / "sha256", os.R_OK | os.X_OK):
+        if not os.access(self._layerdb, os.R_OK | os.X_OK):
             raise MetadataUnreadable(f"layer store at {self.image_dir} is not readable")
+        self._tagged: set[str] | None = None
 
     def image_config(self, image_id: str) -> ImageConfig:
         hexpart = digest_hex(image_id)
         if hexpart is None:
             raise MetadataUnreadable(f"unexpected image id {image_id!r}")
-        path = self.image_dir / "imagedb" / "content" / "sha256" / hexpart
+        path = self._configs + hexpart
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as f:
+                raw = f.read()
             config = json.loads(raw)
             diff_ids = list(config["rootfs"]["diff_ids"] or [])
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -83,15 +92,16 @@ class Overlay2Metadata:
         hexpart = digest_hex(chain_id)
         if hexpart is None:
             raise MetadataUnreadable(f"unexpected chain id {chain_id!r}")
-        entry = self.image_dir / "layerdb" / "sha256" / hexpart
+        entry = self._layerdb + hexpart
         try:
-            size = int((entry / "size").read_text().strip())
+            with open(entry + "/size", "rb") as f:
+                size = int(f.read().strip())
         except (OSError, ValueError) as exc:
             raise MetadataUnreadable(f"layer size {entry}/size: {exc}") from exc
         return Layer(chain_id=chain_id, diff_id=diff_id, size=size, parent=parent,
                      metadata_bytes=self._bookkeeping_bytes(entry, size, depth))
 
-    def _bookkeeping_bytes(self, entry: Path, size: int, depth: int) -> int:
+    def _bookkeeping_bytes(self, entry: str, size: int, depth: int) -> int:
         """What the engine keeps for a layer besides its files, as `du -b` counts it: the
         layerdb entry (cache-id, diff, size, parent, tar-split), the layer directory with its
         diff/ (and work/work/ above the base), link, lower, and the `l/` short link.
@@ -100,8 +110,8 @@ class Overlay2Metadata:
         directory is as large as the layerdb entry's own. Directories inside the layer's
         content are not counted (that would be a walk of every layer): a few KiB a layer."""
         try:
-            directory = entry.lstat().st_size
-            tar_split = (entry / "tar-split.json.gz").stat().st_size
+            directory = os.lstat(entry).st_size
+            tar_split = os.stat(entry + "/tar-split.json.gz").st_size
         except OSError:
             return 0
         digest_file = len("sha256:") + 64
@@ -115,12 +125,20 @@ class Overlay2Metadata:
         return directories * directory + files
 
     def last_tag_time(self, image_id: str) -> str | None:
+        """When the image was last tagged here. Only some images have it (Docker records it
+        on tag and commit, not on load), so the directory is listed once instead of failing
+        to open a file per image."""
+        if self._tagged is None:
+            try:
+                self._tagged = set(os.listdir(self._metadata))
+            except OSError:
+                self._tagged = set()
         hexpart = digest_hex(image_id)
-        if hexpart is None:
+        if hexpart is None or hexpart not in self._tagged:
             return None
-        path = self.image_dir / "imagedb" / "metadata" / "sha256" / hexpart / "lastUpdated"
         try:
-            return path.read_text().strip() or None
+            with open(self._metadata + hexpart + "/lastUpdated") as f:
+                return f.read().strip() or None
         except OSError:
             return None
 
