@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from reclaim.accounting import Accounting
 from reclaim.df import build_report
-from reclaim.lastuse import from_inventory
+from reclaim.lastuse import usage_from_inventory
 from reclaim.model import Container, ContainerState
 from reclaim.runtimes.fake import FakeRuntime
 
@@ -70,7 +70,7 @@ def main() -> None:
     freed = accounting.freed_by(accounting.unused_images())
     t2 = time.perf_counter()
     now = datetime(2026, 1, 2, tzinfo=UTC)
-    report = build_report(inventory, from_inventory(inventory, now), now)
+    report = build_report(inventory, usage_from_inventory(inventory, now), now)
     t3 = time.perf_counter()
 
     print(json.dumps({

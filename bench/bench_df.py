@@ -214,8 +214,8 @@ def read_overlay2(data_root: Path, image_ids: Sequence[str]) -> int:
         config = meta.image_config(image_id)
         chain = chain_ids(config.diff_ids)
         parent: str | None = None
-        for chain_id, diff_id in zip(chain, config.diff_ids, strict=True):
-            meta.layer(chain_id, diff_id, parent)
+        for depth, (chain_id, diff_id) in enumerate(zip(chain, config.diff_ids, strict=True)):
+            meta.layer(chain_id, diff_id, parent, depth)
             parent = chain_id
             reads += 1
     return reads

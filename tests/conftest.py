@@ -22,6 +22,10 @@ from reclaim.sandbox.content import FixtureSpec, build_fixture
 from reclaim.sandbox.engines import ENGINE_KINDS, SandboxEngine
 from reclaim.sandbox.seed import SeededTruth, seed
 
+# Every reclaim these tests run (in-process or as a subprocess) keeps its ledger here, never
+# in the host's /var/lib/reclaim.
+os.environ["RECLAIM_STATE_DIR"] = tempfile.mkdtemp(prefix="reclaim-test-state-")
+
 KINDS = tuple(
     k for k in os.environ.get("RECLAIM_TEST_ENGINES", ",".join(ENGINE_KINDS)).split(",") if k
 )

@@ -11,6 +11,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -24,8 +25,11 @@ from reclaim.errors import (
     ReclaimError,
     UsageError,
 )
-from reclaim.lastuse import from_inventory
+from reclaim.model import EngineInfo
+from reclaim.recorder import Recorder
 from reclaim.runtimes.docker import DockerRuntime
+from reclaim.state import store as state_store
+from reclaim.state.usage import Ledger
 
 RUNTIMES = ("docker", "podman", "containerd")
 
@@ -36,6 +40,19 @@ class Globals:
     runtime: str
     state_dir: str | None
     config: str | None
+    reset_state: bool = False
+
+
+def _open_ledger(g: Globals, engine: EngineInfo) -> Ledger:
+    """The engine's usage ledger. With --reset-state the old file is moved aside first (never
+    deleted), for a database that cannot be read any more."""
+    directory = Path(g.state_dir) if g.state_dir else state_store.default_state_dir()
+    path = state_store.ledger_path(directory, engine.runtime, engine.engine_id or engine.endpoint)
+    if g.reset_state:
+        aside = state_store.reset(path)
+        if aside is not None:
+            output.warning(f"the old state database was moved aside to {aside}")
+    return Ledger(state_store.Store(path))
 
 
 def _open_runtime(g: Globals) -> DockerRuntime:
@@ -50,14 +67,17 @@ def _open_runtime(g: Globals) -> DockerRuntime:
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="docker", show_default=True)
 @click.option("--state-dir", metavar="DIR", help="Where reclaim keeps its ledger.")
 @click.option("--config", metavar="FILE", help="TOML configuration file.")
+@click.option("--reset-state", is_flag=True,
+              help="Move an unreadable state database aside and start a new one.")
 @click.version_option(__version__, prog_name="reclaim")
 @click.pass_context
 def cli(
     ctx: click.Context, engine: str | None, runtime: str, state_dir: str | None,
-    config: str | None,
+    config: str | None, reset_state: bool,
 ) -> None:
     """reclaim: get disk back from container engines, safely, and explain every decision."""
-    ctx.obj = Globals(engine=engine, runtime=runtime, state_dir=state_dir, config=config)
+    ctx.obj = Globals(engine=engine, runtime=runtime, state_dir=state_dir, config=config,
+                      reset_state=reset_state)
 
 
 @cli.command()
@@ -75,7 +95,15 @@ def df(g: Globals, verbose: bool, as_json: bool, sizes: bool) -> None:
     finally:
         runtime.close()
     now = datetime.now(UTC)
-    report = build_report(inventory, from_inventory(inventory, now), now)
+    # The catch-up every command does first: container timestamps are uses even when
+    # `reclaim watch` never ran.
+    ledger = _open_ledger(g, inventory.engine)
+    try:
+        Recorder(ledger).catch_up(inventory, now)
+        usage = ledger.images()
+    finally:
+        ledger.store.close()
+    report = build_report(inventory, usage, now)
     if as_json:
         output.emit_json(report.to_json())
     else:

@@ -5,12 +5,13 @@ The report is one object; the human table and the JSON both come from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from reclaim.accounting import Accounting
-from reclaim.lastuse import LastUse
+from reclaim.lastuse import Usage
 from reclaim.model import Container, Image, Inventory, Volume
 from reclaim.timeutil import format_time
 
@@ -24,7 +25,7 @@ class ImageRow:
     exclusive: int
     shared: int
     containers: tuple[str, ...]
-    last_use: LastUse | None
+    usage: Usage | None
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class DfReport:
         }
 
 
-def build_report(inventory: Inventory, last_uses: dict[str, LastUse], now: datetime) -> DfReport:
+def build_report(inventory: Inventory, usage: Mapping[str, Usage], now: datetime) -> DfReport:
     accounting = Accounting(inventory)
     users: dict[str, list[str]] = {}
     for c in inventory.containers:
@@ -86,7 +87,7 @@ def build_report(inventory: Inventory, last_uses: dict[str, LastUse], now: datet
                 exclusive=b.exclusive,
                 shared=b.shared,
                 containers=tuple(users.get(image.id, ())),
-                last_use=last_uses.get(image.id),
+                usage=usage.get(image.id),
             )
         )
 
@@ -136,6 +137,7 @@ def _volume_total(volumes: tuple[Volume, ...]) -> Total:
 
 
 def _image_json(row: ImageRow) -> dict[str, Any]:
+    last = row.usage.last_use if row.usage else None
     return {
         "id": row.image.id,
         "tags": list(row.image.tags),
@@ -145,8 +147,15 @@ def _image_json(row: ImageRow) -> dict[str, Any]:
         "exclusive_bytes": row.exclusive,
         "shared_bytes": row.shared,
         "containers": list(row.containers),
-        "last_used": format_time(row.last_use.when) if row.last_use else None,
-        "last_used_source": row.last_use.source if row.last_use else None,
+        "last_used": format_time(last.when) if last else None,
+        "last_used_source": last.source if last else None,
+        # Beyond v1's fields: when reclaim first saw the image, and what its age for policy
+        # is counted from (last use, else the later of tag time and first seen).
+        "first_seen": format_time(row.usage.first_seen) if row.usage else None,
+        "age_basis": (
+            {"since": format_time(row.usage.age_basis.when), "source": row.usage.age_basis.source}
+            if row.usage else None
+        ),
     }
 
 

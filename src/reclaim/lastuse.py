@@ -30,7 +30,37 @@ def container_time(state: ContainerState, created: datetime | None, started: dat
     return max(times) if times else None
 
 
-def from_inventory(inventory: Inventory, now: datetime) -> dict[str, LastUse]:
+@dataclass(frozen=True)
+class Usage:
+    """What is known of one image's use: the usage ledger's record of it."""
+
+    image_id: str
+    first_seen: datetime
+    last_use: LastUse | None  # evidence of use only: an event or a container's timestamps
+    tagged_at: datetime | None = None
+    refs: tuple[str, ...] = ()
+    gone_at: datetime | None = None
+
+    @property
+    def age_basis(self) -> LastUse:
+        """The time an image's age is counted from: its last use; without one, the later of
+        its local tag time and the first time reclaim saw it. Never its build time."""
+        if self.last_use is not None:
+            return self.last_use
+        if self.tagged_at is not None and self.tagged_at > self.first_seen:
+            return LastUse(self.tagged_at, "tag-time", "")
+        return LastUse(self.first_seen, "first-seen", "")
+
+
+def usage_from_inventory(inventory: Inventory, now: datetime) -> dict[str, Usage]:
+    """Usage as one inventory shows it, for callers without a ledger (first seen: now)."""
+    uses = container_uses(inventory, now)
+    return {
+        i.id: Usage(i.id, now, uses.get(i.id), i.tagged_at, i.tags) for i in inventory.images
+    }
+
+
+def container_uses(inventory: Inventory, now: datetime) -> dict[str, LastUse]:
     best: dict[str, LastUse] = {}
     for c in inventory.containers:
         when = container_time(c.state, c.created, c.started, c.finished, now)
@@ -39,7 +69,4 @@ def from_inventory(inventory: Inventory, now: datetime) -> dict[str, LastUse]:
         known = best.get(c.image_id)
         if known is None or when > known.when:
             best[c.image_id] = LastUse(when, "container", c.name)
-    for image in inventory.images:
-        if image.id not in best and image.tagged_at is not None:
-            best[image.id] = LastUse(image.tagged_at, "tag-time", ", ".join(image.tags[:1]))
     return best

@@ -158,3 +158,15 @@ class Inventory:
     build_cache: BuildCache = BuildCache(None, None, None)
     # How the layer figures were obtained ("disk", "api"), for the record.
     layer_source: str = "api"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One engine event that matters for usage."""
+
+    time: datetime
+    type: str  # "container" or "image"
+    action: str  # "create", "start", "exec_start", "die", "destroy", "pull", "tag", "delete"...
+    id: str  # the container id, or the image id or reference
+    image: str | None = None  # a container event's image, as the engine names it ("from")
+    name: str | None = None  # a container event's container name

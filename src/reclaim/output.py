@@ -8,9 +8,11 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from reclaim.df import DfReport
+from reclaim.lastuse import Usage
 from reclaim.runtimes.base import Progress as ProgressFn
 from reclaim.runtimes.base import no_progress
 from reclaim.timeutil import human_ago
@@ -153,14 +155,7 @@ def _show_images(report: DfReport) -> None:
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     rows = sorted(report.images, key=lambda r: (-r.exclusive, r.image.tags, r.image.id))
     for row in rows:
-        last = row.last_use
-        used = (
-            f"{human_ago(last.when, report.now)} ({last.source}"
-            + (f" {last.detail}" if last.detail else "")
-            + ")"
-            if last
-            else "unknown (never run here)"
-        )
+        used = _last_used_text(row.usage, report.now)
         tags = row.image.tags
         table.add_row(
             (tags[0] + (f" (+{len(tags) - 1} more)" if len(tags) > 1 else "")) if tags
@@ -174,6 +169,19 @@ def _show_images(report: DfReport) -> None:
         )
     _stdout().print()
     _stdout().print(table)
+
+
+def _last_used_text(usage: Usage | None, now: datetime) -> str:
+    """"3 days ago (container web-1)", or for an image never used here, since when it is."""
+    if usage is None:
+        return "unknown"
+    last = usage.last_use
+    if last is not None:
+        detail = f" {last.detail}" if last.detail else ""
+        return f"{human_ago(last.when, now)} ({last.source}{detail})"
+    basis = usage.age_basis
+    what = "tagged" if basis.source == "tag-time" else "first seen"
+    return f"never ({what} {human_ago(basis.when, now)})"
 
 
 def _show_containers(report: DfReport) -> None:

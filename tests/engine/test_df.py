@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -144,7 +145,8 @@ def test_human_tables_show_every_image(seeded: Seeded) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "reclaim", "--engine", seeded.engine.url, "df", "-v"],
         capture_output=True, text=True, timeout=300, check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin",
+             "RECLAIM_STATE_DIR": os.environ["RECLAIM_STATE_DIR"]},
     )
     assert done.returncode == 0, done.stderr
     for key in seeded.truth.image_ids:

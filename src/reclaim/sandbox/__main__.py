@@ -42,9 +42,11 @@ def _host_engine_answers() -> str | None:
     return url
 
 
-def _reclaim(url: str, *args: str) -> None:
-    command = [sys.executable, "-m", "reclaim", "--engine", url, *args]
-    print(f"\n$ reclaim --engine {url} {' '.join(args)}", flush=True)
+def _reclaim(url: str, *args: str, state_dir: Path | None = None) -> None:
+    state = ["--state-dir", str(state_dir)] if state_dir else []
+    command = [sys.executable, "-m", "reclaim", "--engine", url, *state, *args]
+    shown = " ".join(["--engine", url, *state, *args])
+    print(f"\n$ reclaim {shown}", flush=True)
     subprocess.run(command, check=False)
 
 
@@ -82,11 +84,13 @@ def demo(base: Path, kind: str) -> int:
     _say(f"{images} images, {len(truth.container_ids)} containers; the generator's truth: "
          f"{truth.truth.total_bytes(truth.store) / 2**20:.1f} MiB of unique layer bytes")
 
-    _reclaim(engine.url, "df")
-    _reclaim(engine.url, "df", "-v")
+    # The sandbox's ledger stays with the sandbox (removed by demo-stop), not in the host's.
+    state = base / "state"
+    _reclaim(engine.url, "df", state_dir=state)
+    _reclaim(engine.url, "df", "-v", state_dir=state)
     print(
         f"\nThe sandbox engine keeps running at {engine.url} (pid {engine.pid}).\n"
-        f"Try: .venv/bin/reclaim --engine {engine.url} df --json\n"
+        f"Try: .venv/bin/reclaim --engine {engine.url} --state-dir {state} df --json\n"
         "Stop it and remove its data with: make demo-stop"
     )
     return 0

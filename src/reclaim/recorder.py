@@ -1,0 +1,95 @@
+"""The recorder: turns engine events and inventories into the usage ledger.
+
+The same code runs inside `reclaim watch` (events as they come, in batches) and as the catch-up
+every one-shot command does first (the inventory alone: container timestamps show every use a
+container still remembers, so cron users get right answers without the daemon).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from reclaim.model import Event, Inventory
+from reclaim.state.usage import Ledger, Use
+
+# Container actions that show its image in use at that moment.
+USE_ACTIONS = frozenset({
+    "create", "start", "restart", "unpause", "exec_create", "exec_start", "attach",
+    "die", "stop", "kill", "pause", "health_status",
+})
+IMAGE_ARRIVALS = frozenset({"pull", "load", "import", "commit", "build"})
+
+# Finds an image id for a reference an event gave (a tag, or an id); None if unknown.
+ImageResolver = Callable[[str], str | None]
+
+
+def _looks_like_id(ref: str) -> bool:
+    hexpart = ref.removeprefix("sha256:")
+    return len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart)
+
+
+class Recorder:
+    def __init__(self, ledger: Ledger, resolve: ImageResolver | None = None) -> None:
+        self.ledger = ledger
+        self.resolve = resolve
+
+    def catch_up(self, inventory: Inventory, now: datetime) -> None:
+        """Reconcile the ledger with an inventory taken now."""
+        self.ledger.observe(inventory, now)
+
+    def handle(self, events: Iterable[Event], now: datetime) -> int:
+        """Write one batch of events in one transaction, with the checkpoint after the last
+        one; returns how many were uses. Either the whole batch and its checkpoint land, or
+        none of it (a replay from the old checkpoint then does no harm: uses only move
+        forward)."""
+        batch = list(events)
+        if not batch:
+            return 0
+        uses = 0
+        with self.ledger.store.transaction() as db:
+            for event in batch:
+                if event.type == "container":
+                    uses += self._container_event(db, event)
+                elif event.type == "image":
+                    self._image_event(db, event)
+            self.ledger.set_checkpoint_in(db, max(e.time for e in batch))
+        return uses
+
+    def _container_event(self, db: sqlite3.Connection, event: Event) -> int:
+        known = self.ledger.container_image(event.id)
+        image_id = known[0] if known else self._image_id(event.image)
+        name = (known[1] if known else "") or event.name or event.id[:12]
+        if image_id is None:
+            return 0
+        if known is None:
+            self.ledger.remember_container_in(db, event.id, image_id, name, event.time)
+        if event.action == "destroy":
+            self.ledger.forget_container_in(db, event.id, event.time)
+            return 0
+        if event.action.split(":")[0] not in USE_ACTIONS:
+            return 0
+        self.ledger.record_in(db, [Use(image_id, event.time, "event", name)], event.time)
+        return 1
+
+    def _image_event(self, db: sqlite3.Connection, event: Event) -> None:
+        image_id = self._image_id(event.id)
+        if image_id is None:
+            return
+        if event.action in IMAGE_ARRIVALS:
+            self.ledger.note_image_in(db, image_id, event.time)
+        elif event.action == "tag":
+            self.ledger.note_image_in(db, image_id, event.time, tagged=True)
+        elif event.action == "delete":
+            self.ledger.note_image_in(db, image_id, event.time, gone=True)
+
+    def _image_id(self, ref: str | None) -> str | None:
+        if not ref:
+            return None
+        if _looks_like_id(ref):
+            return ref if ref.startswith("sha256:") else "sha256:" + ref
+        found = self.ledger.image_by_ref(ref)
+        if found is None and self.resolve is not None:
+            found = self.resolve(ref)
+        return found

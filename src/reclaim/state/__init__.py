@@ -1,0 +1,1 @@
+"""reclaim's own state: the usage ledger, in an embedded SQLite database."""

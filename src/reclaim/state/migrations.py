@@ -1,0 +1,42 @@
+"""Numbered schema migrations. The database's `PRAGMA user_version` is how many have run.
+
+Append only: a released migration is never edited, and a database whose version is higher than
+`len(MIGRATIONS)` was written by a newer reclaim and is refused, never rewritten.
+"""
+
+from __future__ import annotations
+
+# Times are Unix seconds (UTC) as REAL.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: images, containers and the watch checkpoint.
+    """
+    CREATE TABLE images (
+        image_id     TEXT PRIMARY KEY,
+        first_seen   REAL NOT NULL,
+        last_used    REAL,
+        last_source  TEXT,
+        last_detail  TEXT,
+        tagged_at    REAL,
+        refs         TEXT NOT NULL DEFAULT '[]',
+        gone_at      REAL
+    );
+    CREATE TABLE containers (
+        container_id TEXT PRIMARY KEY,
+        image_id     TEXT NOT NULL,
+        name         TEXT NOT NULL DEFAULT '',
+        state        TEXT NOT NULL DEFAULT '',
+        created      REAL,
+        started      REAL,
+        finished     REAL,
+        last_seen    REAL NOT NULL,
+        gone_at      REAL
+    );
+    CREATE INDEX containers_by_image ON containers (image_id);
+    CREATE TABLE checkpoint (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

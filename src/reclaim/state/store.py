@@ -1,0 +1,211 @@
+"""The SQLite file: where it lives, how it is created, opened, migrated and written.
+
+One file per engine, named by the engine's own id (`docker-<ID>.db`): the same daemon reached
+through two endpoints keeps one history, and two daemons on one host (rootful and rootless, or a
+test engine) never mix theirs. The directory is 0700 and the file 0600; a new file is built
+aside and linked into place, so a reader never sees a half-made database.
+
+Every write is one short `BEGIN IMMEDIATE` transaction. WAL with `synchronous=NORMAL` means a
+kill -9 loses at most the transaction being written, and readers never block the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from reclaim.errors import EXIT_PARTIAL, ReclaimError, UsageError
+from reclaim.state.migrations import MIGRATIONS, SCHEMA_VERSION
+
+STATE_DIR_ENV = "RECLAIM_STATE_DIR"
+
+
+class StateError(UsageError):
+    """The state database cannot be used as it is (corrupt, unreadable, from a newer reclaim).
+    Nothing was changed; the user decides (`--reset-state` moves it aside)."""
+
+
+class StateBusy(ReclaimError):
+    """Another reclaim held the database longer than we were willing to wait."""
+
+    exit_code = EXIT_PARTIAL
+
+
+class StateWriteFailed(ReclaimError):
+    """A write failed (disk full, I/O error). The previous state is intact."""
+
+    exit_code = EXIT_PARTIAL
+
+
+def default_state_dir() -> Path:
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    if os.geteuid() == 0:
+        return Path("/var/lib/reclaim")
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "reclaim"
+
+
+def ledger_path(state_dir: Path, runtime: str, engine_id: str) -> Path:
+    # Docker's ids look like "ABCD:EFGH:..." or a UUID; keep the file name plain.
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", engine_id).strip("_") or "unknown"
+    return state_dir / f"{runtime}-{safe}.db"
+
+
+class Store:
+    """An open state database."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        _ensure_dir(path.parent)
+        if not path.exists():
+            _create(path)
+        self.conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the state database {self.path}: {exc}",
+                             hint=_RESET_HINT) from exc
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"the state database {self.path} was written by a newer reclaim "
+                    f"(schema {version}, this one knows {SCHEMA_VERSION}); it was not touched",
+                    hint="run the newer reclaim, or point --state-dir elsewhere",
+                )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if version < SCHEMA_VERSION:
+                self._migrate(conn, version)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StateBusy(f"the state database {self.path} is busy: {exc}") from exc
+            raise StateError(f"cannot read the state database {self.path}: {exc}",
+                             hint=_RESET_HINT) from exc
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StateError(f"the state database {self.path} is damaged: {exc}",
+                             hint=_RESET_HINT) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read inside the lock: another process may have migrated meanwhile.
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            for number in range(current, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[number]):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; nothing of it stays if anything inside fails."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StateBusy(
+                f"the state database {self.path} stayed locked for {self.busy_timeout:g} s "
+                "(another reclaim is writing it)"
+            ) from exc
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            if "full" in str(exc) or "I/O" in str(exc) or "disk" in str(exc):
+                raise StateWriteFailed(
+                    f"writing the state database {self.path} failed: {exc}; "
+                    "the previous state is intact"
+                ) from exc
+            raise
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        # The failed statement may already have rolled the transaction back.
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("ROLLBACK")
+
+    def integrity_ok(self) -> bool:
+        return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def reset(path: Path) -> Path | None:
+    """Move a database (and its WAL) aside instead of deleting it; returns where it went."""
+    if not path.exists():
+        return None
+    aside = path.with_name(f"{path.name}.aside-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.rename(aside.with_name(aside.name + suffix))
+    path.rename(aside)
+    return aside
+
+
+_RESET_HINT = "nothing was changed; `--reset-state` moves it aside and starts a new one"
+
+
+def _ensure_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create the state directory {directory}: {exc}") from exc
+
+
+def _create(path: Path) -> None:
+    """Build the database aside (0600), then link it into place: a concurrent creator wins
+    or loses whole, and nobody opens a file with half a schema."""
+    fd, tmp_name = tempfile.mkstemp(prefix=".new-", suffix=".db", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o600)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            for migration in MIGRATIONS:
+                for statement in _statements(migration):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        # Created meanwhile by another reclaim: use theirs.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    except OSError as exc:
+        raise StateError(f"cannot create the state database {path}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,195 @@
+"""The usage ledger: when reclaim first saw each image, when it was last used and how we know.
+
+Only evidence of use sets `last_used`: an engine event (a container created, started, exec'd
+into, stopped) or a container's own timestamps. An image never used keeps `last_used` NULL;
+its age for policy is counted from its local tag time or from `first_seen`, whichever is later
+(`age_basis`), never from its build time, so being unknown never makes it "the oldest".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from reclaim.lastuse import LastUse, Usage, container_uses
+from reclaim.model import Inventory
+from reclaim.state.store import Store
+
+CHECKPOINT_EVENTS = "events_since"
+
+
+@dataclass(frozen=True)
+class Use:
+    image_id: str
+    when: datetime
+    source: str  # "event" or "container"
+    detail: str = ""
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class Ledger:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- writing -------------------------------------------------------------------------
+
+    def observe(self, inventory: Inventory, now: datetime) -> None:
+        """Reconcile with what the engine holds now: every image gets a `first_seen`, every
+        container's timestamps count as uses of its image, and what is gone is marked so."""
+        with self.store.transaction() as db:
+            self._observe_images(db, inventory, now)
+            db.executemany(
+                "INSERT INTO containers (container_id, image_id, name, state, created,"
+                " started, finished, last_seen) VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (container_id) DO UPDATE SET image_id=excluded.image_id,"
+                " name=excluded.name, state=excluded.state, created=excluded.created,"
+                " started=excluded.started, finished=excluded.finished,"
+                " last_seen=excluded.last_seen, gone_at=NULL",
+                [(c.id, c.image_id, c.name, c.state.value, _opt(c.created), _opt(c.started),
+                  _opt(c.finished), _ts(now)) for c in inventory.containers],
+            )
+            uses = [
+                Use(image_id, last.when, last.source, last.detail)
+                for image_id, last in container_uses(inventory, now).items()
+            ]
+            present = [c.id for c in inventory.containers]
+            _mark_gone(db, "containers", "container_id", present, now)
+            self._record(db, uses, now)
+
+    def record_uses(self, uses: Iterable[Use], now: datetime) -> None:
+        with self.store.transaction() as db:
+            self._record(db, list(uses), now)
+
+    def note_image(self, image_id: str, when: datetime, *, tagged: bool = False,
+                   gone: bool = False) -> None:
+        with self.store.transaction() as db:
+            self.note_image_in(db, image_id, when, tagged=tagged, gone=gone)
+
+    def note_image_in(self, db: sqlite3.Connection, image_id: str, when: datetime, *,
+                      tagged: bool = False, gone: bool = False) -> None:
+        """An image arrived (pull, load, import), was tagged, or was deleted."""
+        db.execute(
+            "INSERT INTO images (image_id, first_seen) VALUES (?, ?)"
+            " ON CONFLICT (image_id) DO NOTHING",
+            (image_id, _ts(when)),
+        )
+        if tagged:
+            db.execute("UPDATE images SET tagged_at = MAX(COALESCE(tagged_at, 0), ?),"
+                       " gone_at = NULL WHERE image_id = ?", (_ts(when), image_id))
+        if gone:
+            db.execute("UPDATE images SET gone_at = ? WHERE image_id = ?", (_ts(when), image_id))
+
+    def record_in(self, db: sqlite3.Connection, uses: list[Use], now: datetime) -> None:
+        self._record(db, uses, now)
+
+    def set_checkpoint_in(self, db: sqlite3.Connection, since: datetime) -> None:
+        db.execute(
+            "INSERT INTO checkpoint (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (CHECKPOINT_EVENTS, repr(_ts(since))),
+        )
+
+    def forget_container_in(self, db: sqlite3.Connection, container_id: str,
+                            when: datetime) -> None:
+        db.execute("UPDATE containers SET gone_at = ? WHERE container_id = ?",
+                   (_ts(when), container_id))
+
+    def remember_container_in(self, db: sqlite3.Connection, container_id: str, image_id: str,
+                              name: str, when: datetime) -> None:
+        db.execute(
+            "INSERT INTO containers (container_id, image_id, name, last_seen) VALUES (?,?,?,?)"
+            " ON CONFLICT (container_id) DO UPDATE SET last_seen = excluded.last_seen",
+            (container_id, image_id, name, _ts(when)),
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def images(self) -> dict[str, Usage]:
+        rows = self.store.conn.execute(
+            "SELECT image_id, first_seen, last_used, last_source, last_detail, tagged_at,"
+            " refs, gone_at FROM images"
+        ).fetchall()
+        result = {}
+        for image_id, first, last, source, detail, tagged, refs, gone in rows:
+            use = None if last is None else LastUse(_dt(last), source, detail or "")  # type: ignore[arg-type]
+            result[image_id] = Usage(
+                image_id=image_id, first_seen=_dt(first),  # type: ignore[arg-type]
+                last_use=use, tagged_at=_dt(tagged), refs=tuple(json.loads(refs)),
+                gone_at=_dt(gone),
+            )
+        return result
+
+    def checkpoint(self) -> datetime | None:
+        row = self.store.conn.execute(
+            "SELECT value FROM checkpoint WHERE key = ?", (CHECKPOINT_EVENTS,)
+        ).fetchone()
+        return None if row is None else _dt(float(row[0]))
+
+    def container_image(self, container_id: str) -> tuple[str, str] | None:
+        """(image id, name) of a container reclaim has seen."""
+        row = self.store.conn.execute(
+            "SELECT image_id, name FROM containers WHERE container_id = ?", (container_id,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def image_by_ref(self, ref: str) -> str | None:
+        """The image a tag names, as last seen (events name images by the reference given)."""
+        row = self.store.conn.execute(
+            "SELECT image_id FROM images, json_each(images.refs)"
+            " WHERE json_each.value = ? AND gone_at IS NULL", (ref,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _observe_images(self, db: sqlite3.Connection, inventory: Inventory, now: datetime) -> None:
+        db.executemany(
+            "INSERT INTO images (image_id, first_seen, tagged_at, refs) VALUES (?,?,?,?)"
+            " ON CONFLICT (image_id) DO UPDATE SET refs = excluded.refs,"
+            " tagged_at = COALESCE(MAX(images.tagged_at, excluded.tagged_at),"
+            " images.tagged_at, excluded.tagged_at), gone_at = NULL",
+            [(i.id, _ts(now), _opt(i.tagged_at), json.dumps(list(i.tags)))
+             for i in inventory.images],
+        )
+        _mark_gone(db, "images", "image_id", [i.id for i in inventory.images], now)
+
+    @staticmethod
+    def _record(db: sqlite3.Connection, uses: list[Use], now: datetime) -> None:
+        db.executemany(
+            "INSERT INTO images (image_id, first_seen) VALUES (?, ?)"
+            " ON CONFLICT (image_id) DO NOTHING",
+            [(u.image_id, _ts(min(u.when, now))) for u in uses],
+        )
+        # Only a later use replaces the one recorded: replays and catch-ups are harmless.
+        db.executemany(
+            "UPDATE images SET last_used = ?, last_source = ?, last_detail = ?"
+            " WHERE image_id = ? AND (last_used IS NULL OR last_used < ?)",
+            [(_ts(u.when), u.source, u.detail, u.image_id, _ts(u.when)) for u in uses],
+        )
+
+
+def _opt(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _mark_gone(db: sqlite3.Connection, table: str, key: str, present: list[str],
+               now: datetime) -> None:
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS present (id TEXT PRIMARY KEY)")
+    db.execute("DELETE FROM present")
+    db.executemany("INSERT OR IGNORE INTO present (id) VALUES (?)", ((p,) for p in present))
+    db.execute(
+        # Table and column names are this module's constants, never input.
+        f"UPDATE {table} SET gone_at = ? WHERE gone_at IS NULL"
+        f" AND {key} NOT IN (SELECT id FROM present)",
+        (_ts(now),),
+    )
