@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +155,26 @@ def test_human_tables_show_every_image(seeded: Seeded) -> None:
             assert key in done.stdout
     assert "RECLAIMABLE" in done.stdout
     assert "last used" not in done.stderr
+
+
+def test_an_unreadable_ledger_stops_df_until_reset(seeded: Seeded, tmp_path: Path) -> None:
+    def df(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reclaim", "--engine", seeded.engine.url,
+             "--state-dir", str(tmp_path), *extra, "df", "--json"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )
+
+    assert df().returncode == 0
+    (ledger,) = tmp_path.glob("docker-*.db")
+    ledger.write_bytes(b"garbage" * 1000)
+    done = df()
+    assert done.returncode == 2
+    assert "--reset-state" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert ledger.read_bytes() == b"garbage" * 1000  # never silently reset
+    done = df("--reset-state")
+    assert done.returncode == 0, done.stderr
+    (aside,) = tmp_path.glob("docker-*.db.aside-*")
+    assert aside.read_bytes() == b"garbage" * 1000
+    assert json.loads(done.stdout)["schema"] == "reclaim.df/v1"
