@@ -118,3 +118,41 @@ class Accounting:
     def pinned_bytes(self) -> int:
         """Bytes that containers keep alive."""
         return sum(size for size, pin in zip(self._sizes, self._pinned, strict=True) if pin)
+
+    def freeing(self) -> FreeingSet:
+        return FreeingSet(self)
+
+
+class FreeingSet:
+    """Images chosen for deletion one at a time, each with the bytes it frees given the ones
+    chosen before it (its marginal bytes): what the plan's actions carry, and what eviction
+    under a quota or watermark ranks by."""
+
+    def __init__(self, accounting: Accounting) -> None:
+        self._acc = accounting
+        self._inside: dict[int, int] = {}
+        self.chosen: list[str] = []
+        self.freed = 0
+
+    def marginal(self, image_id: str) -> int:
+        """What adding this image would free now, without adding it."""
+        acc = self._acc
+        if image_id in acc.used_images:
+            return 0
+        return sum(
+            acc._sizes[p]
+            for p in acc._pieces_of.get(image_id, ())
+            if not acc._pinned[p] and self._inside.get(p, 0) + 1 == acc._referrers[p]
+        )
+
+    def add(self, image_id: str) -> int:
+        acc = self._acc
+        freed = 0
+        for p in acc._pieces_of.get(image_id, ()):
+            n = self._inside.get(p, 0) + 1
+            self._inside[p] = n
+            if n == acc._referrers[p] and not acc._pinned[p]:
+                freed += acc._sizes[p]
+        self.chosen.append(image_id)
+        self.freed += freed
+        return freed

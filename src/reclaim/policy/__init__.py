@@ -1,0 +1,1 @@
+"""Policies and plans: pure decisions, no engine, no database, no clock."""

@@ -1,0 +1,201 @@
+"""What a policy says, validated when it is built.
+
+A policy is data: sections for images, containers, volumes and build cache, each setting
+optional. The TOML file and the command-line flags give the same settings (flags override the
+file), and every bad value is refused with the setting's name and what was wrong.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from reclaim.errors import UsageError
+from reclaim.units import Size, parse_duration, parse_size
+
+DAY = 86400.0
+# Nothing used in the last day is ever deleted by default.
+DEFAULT_MIN_AGE = DAY
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    min_age: float = DEFAULT_MIN_AGE  # seconds since last use; nothing younger is deleted
+    max_age: float | None = None  # delete when unused longer than this, without pressure
+    quota: Size | None = None  # keep the image store's unique bytes at or under this
+    high: Size | None = None  # filesystem usage that starts eviction...
+    low: Size | None = None  # ...down to this
+    keep: tuple[str, ...] = ()  # globs on repo:tag, or image id prefixes
+    keep_labels: tuple[str, ...] = ()  # "key" or "key=value"
+    keep_latest: int = 0  # per repository, the N most recently used tags
+    dangling: str = "like-others"  # or "after-min-age": delete untagged once old enough
+
+    def keeps_by_pattern(self, tags: tuple[str, ...], image_id: str) -> str | None:
+        bare_id = image_id.split(":", 1)[-1]
+        for pattern in self.keep:
+            if any(fnmatch.fnmatchcase(t, pattern) for t in tags):
+                return pattern
+            prefix = pattern.split(":", 1)[-1] if pattern.startswith("sha256:") else pattern
+            if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix) and \
+                    bare_id.startswith(prefix):
+                return pattern
+        return None
+
+
+@dataclass(frozen=True)
+class ContainerPolicy:
+    exited_after: float | None = None  # remove exited/dead containers finished this long ago
+    created_after: float | None = None  # remove never-started containers created this long ago
+    keep_labels: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.exited_after is not None or self.created_after is not None
+
+
+@dataclass(frozen=True)
+class VolumePolicy:
+    dangling_after: float | None = None  # remove volumes dangling this long
+    all: bool = False  # named volumes too, not only anonymous ones
+    include: tuple[str, ...] = ()  # volumes with driver options, named explicitly
+    keep_labels: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.dangling_after is not None
+
+
+@dataclass(frozen=True)
+class BuildCachePolicy:
+    keep_storage: Size | None = None
+    older_than: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep_storage is not None or self.older_than is not None
+
+
+@dataclass(frozen=True)
+class Policy:
+    images: ImagePolicy = field(default_factory=ImagePolicy)
+    containers: ContainerPolicy = field(default_factory=ContainerPolicy)
+    volumes: VolumePolicy = field(default_factory=VolumePolicy)
+    build_cache: BuildCachePolicy = field(default_factory=BuildCachePolicy)
+
+    def describe(self) -> dict[str, Any]:
+        """The policy as the plan file records it."""
+        def section(obj: object) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for f in fields(obj):  # type: ignore[arg-type]
+                value = getattr(obj, f.name)
+                if isinstance(value, Size):
+                    value = f"{value.percent}%" if value.percent is not None else value.bytes
+                elif isinstance(value, tuple):
+                    value = list(value)
+                out[f.name] = value
+            return out
+
+        return {
+            "images": section(self.images),
+            "containers": section(self.containers),
+            "volumes": section(self.volumes),
+            "build_cache": section(self.build_cache),
+        }
+
+
+def labels_match(selectors: tuple[str, ...], labels: Mapping[str, str]) -> str | None:
+    """The first selector ("key" or "key=value") the labels satisfy."""
+    for selector in selectors:
+        key, eq, value = selector.partition("=")
+        if key in labels and (not eq or labels[key] == value):
+            return selector
+    return None
+
+
+# -- building a policy from the config file and flags -------------------------------------------
+
+_DURATIONS = {"min_age", "max_age", "exited_after", "created_after", "dangling_after",
+              "older_than"}
+_SIZES = {"quota", "high", "low", "keep_storage"}
+_LISTS = {"keep", "keep_labels", "include"}
+_SECTIONS: dict[str, type] = {
+    "images": ImagePolicy, "containers": ContainerPolicy, "volumes": VolumePolicy,
+    "build_cache": BuildCachePolicy,
+}
+
+
+def build_policy(settings: Mapping[str, Mapping[str, Any]]) -> Policy:
+    """A validated policy from `{section: {setting: value}}` (TOML values or flag strings)."""
+    unknown = set(settings) - set(_SECTIONS)
+    if unknown:
+        raise UsageError(f"unknown config section [{sorted(unknown)[0]}]; "
+                         f"known: {', '.join(_SECTIONS)}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        given = dict(settings.get(name, {}))
+        known = {f.name for f in fields(cls)}
+        for key in given:
+            if key not in known:
+                raise UsageError(
+                    f"{name}.{key}: unknown setting; known: {', '.join(sorted(known))}"
+                )
+        sections[name] = cls(**{k: _convert(f"{name}.{k}", k, v) for k, v in given.items()})
+    policy = Policy(**sections)
+    _check(policy)
+    return policy
+
+
+def _convert(setting: str, key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if key in _DURATIONS:
+        if not isinstance(value, str):
+            raise UsageError(f'{setting}: {value!r} is not a duration; use e.g. "90m" or "14d"')
+        return parse_duration(value, setting=setting)
+    if key in _SIZES:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return Size(bytes=value)
+        if not isinstance(value, str):
+            raise UsageError(f'{setting}: {value!r} is not a size; use e.g. "50G" or "20%"')
+        return parse_size(value, setting=setting)
+    if key in _LISTS:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise UsageError(f"{setting}: expected a list of strings")
+        return tuple(items)
+    if key == "keep_latest":
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        if isinstance(value, bool) or number < 0:
+            raise UsageError(f"{setting}: {value!r} is not a count (0 or more)")
+        return number
+    if key == "all":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise UsageError(f"{setting}: {value!r} is not true or false")
+        return value
+    if key == "dangling":
+        if value not in ("like-others", "after-min-age"):
+            raise UsageError(f'{setting}: {value!r} must be "like-others" or "after-min-age"')
+        return value
+    raise UsageError(f"{setting}: unknown setting")
+
+
+def _check(policy: Policy) -> None:
+    images = policy.images
+    if images.max_age is not None and images.max_age < images.min_age:
+        raise UsageError("images.max_age: shorter than images.min_age; nothing could satisfy both")
+    if (images.high is None) != (images.low is None):
+        raise UsageError("images.high and images.low: set both watermarks or neither")
+    if images.high is not None and images.low is not None:
+        same_kind = (images.high.percent is None) == (images.low.percent is None)
+        if same_kind and (
+            (images.high.bytes or 0) < (images.low.bytes or 0)
+            or (images.high.percent or 0) < (images.low.percent or 0)
+        ):
+            raise UsageError("images.low: must be below images.high")
