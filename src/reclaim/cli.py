@@ -30,6 +30,7 @@ from reclaim.recorder import Recorder
 from reclaim.runtimes.docker import DockerRuntime
 from reclaim.state import store as state_store
 from reclaim.state.usage import Ledger
+from reclaim.watch import Watcher
 
 RUNTIMES = ("docker", "podman", "containerd")
 
@@ -108,6 +109,23 @@ def df(g: Globals, verbose: bool, as_json: bool, sizes: bool) -> None:
         output.emit_json(report.to_json())
     else:
         output.show_df(report, verbose=verbose)
+
+
+@cli.command()
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log one line per event that matters (uses, image arrivals, tags, deletions).")
+@click.pass_obj
+def watch(g: Globals, verbose: bool) -> None:
+    """Record image use from the engine's events until SIGTERM or SIGINT."""
+    runtime = _open_runtime(g)
+    try:
+        ledger = _open_ledger(g, runtime.info())
+        try:
+            Watcher(runtime, ledger, verbose=verbose, log=output.log_line).run()
+        finally:
+            ledger.store.close()
+    finally:
+        runtime.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,9 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from reclaim.df import DfReport
@@ -66,6 +66,21 @@ def warning(message: str) -> None:
         _stderr().print(f"[yellow]warning:[/] {message}", markup=True)
     else:
         sys.stderr.write(f"warning: {message}\n")
+
+
+def log_line(fields: Mapping[str, object]) -> None:
+    """One structured line on standard error (`reclaim watch`): `key=value` pairs after the
+    time, values with spaces quoted, so that journald and grep read it alike."""
+    parts = [f"time={datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"]
+    for key, value in fields.items():
+        if value is None:
+            continue
+        text = value.isoformat() if isinstance(value, datetime) else str(value)
+        if not text or any(c in text for c in ' "=\t\n'):
+            text = json.dumps(text)
+        parts.append(f"{key}={text}")
+    sys.stderr.write(" ".join(parts) + "\n")
+    sys.stderr.flush()
 
 
 @contextmanager

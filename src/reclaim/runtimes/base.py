@@ -6,10 +6,11 @@ Adapters are the only code that talks to an engine. They return the runtime-neut
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Protocol
 
-from reclaim.model import EngineInfo, Inventory
+from reclaim.model import EngineInfo, Event, Inventory
 
 # Called while a long inventory loads: (what, done, total or None).
 Progress = Callable[[str, int, int | None], None]
@@ -46,6 +47,19 @@ class Runtime(Protocol):
 
     def remove_volume(self, name: str) -> None:
         """Remove one volume. Never forced; one in use raises `InUse`."""
+        ...
+
+    def image_id(self, ref: str) -> str:
+        """The id of the image `ref` (a tag, digest or id) names now; `NotFound` if none."""
+        ...
+
+    def events(self, since: datetime | None, until: datetime | None = None) -> Iterator[Event]:
+        """Container and image events from `since` (what the engine still holds of the past;
+        None: from now) until `until`, or for as long as the stream lasts.
+
+        The iterator simply ends when the engine closes the stream or the connection breaks;
+        the caller reconnects and reconciles. Failing to connect raises `EngineUnreachable`.
+        """
         ...
 
     def close(self) -> None: ...

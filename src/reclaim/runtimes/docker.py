@@ -10,6 +10,7 @@ history, a bounded number of calls in flight at once.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import threading
@@ -17,8 +18,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 from reclaim.errors import (
     EngineError,
@@ -34,6 +37,7 @@ from reclaim.model import (
     Container,
     ContainerState,
     EngineInfo,
+    Event,
     Image,
     Inventory,
     Layer,
@@ -48,7 +52,7 @@ from reclaim.runtimes.dockerdisk import (
     chain_ids,
     read_container_state,
 )
-from reclaim.runtimes.unixhttp import HTTPStatusError, UnixJSONClient
+from reclaim.runtimes.unixhttp import HTTPStatusError, UnixJSONClient, _UnixConnection
 from reclaim.timeutil import parse_time
 
 if TYPE_CHECKING:
@@ -284,6 +288,95 @@ class DockerRuntime:
     def remove_volume(self, name: str) -> None:
         self._call(f"remove volume {name}", lambda: self.client.remove_volume(name, force=False))
 
+    def image_id(self, ref: str) -> str:
+        """The id of the image a reference (tag, digest or id) names now; `NotFound` if none."""
+        raw = self._get_json(f"/images/{ref}/json", f"inspect image {ref}")
+        return str(raw["Id"])
+
+    def events(self, since: datetime | None, until: datetime | None = None) -> Iterator[Event]:
+        """Container and image events from `since` (the engine replays what it still holds,
+        ~256 events) on, until `until` or for as long as the connection lasts.
+
+        The iterator ends, silently, when the engine closes the stream or the connection
+        breaks: docker-py's stream does that and cannot tell the two apart, so neither does
+        this. Failing to connect at all raises `EngineUnreachable` (or another mapped error).
+        """
+        params: dict[str, str] = {"filters": json.dumps({"type": ["container", "image"]})}
+        if since is not None:
+            params["since"] = _event_time_param(since)
+        if until is not None:
+            params["until"] = _event_time_param(until)
+        raw: Iterator[dict[str, Any]]
+        if self._unix is not None:
+            raw = self._unix_event_stream(params)
+        else:
+            raw = self._client_event_stream(params)
+        for message in raw:
+            event = _event_from_message(message)
+            if event is not None:
+                yield event
+
+    def _unix_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+        # A connection of its own without a timeout: an idle engine sends nothing for hours,
+        # and that is not an error.
+        conn = _UnixConnection(self.endpoint.removeprefix("unix://"), None)  # type: ignore[arg-type]
+        try:
+            def connect() -> http.client.HTTPResponse:
+                conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
+                response = conn.getresponse()
+                if response.status >= 400:
+                    body = response.read()
+                    try:
+                        message = str(json.loads(body).get("message", ""))
+                    except (ValueError, AttributeError):
+                        message = body.decode(errors="replace")[:200]
+                    raise HTTPStatusError(response.status, message)
+                return response
+
+            response = self._call("events", connect)
+            decoder = json.JSONDecoder()
+            buffer = ""
+            while True:
+                try:
+                    chunk = response.read1(65536)
+                except (OSError, http.client.HTTPException):
+                    return  # a broken stream ends, as docker-py's does
+                if not chunk:
+                    return
+                buffer += chunk.decode(errors="replace")
+                # The engine writes one JSON object per line, but nothing promises that a
+                # read ends on an object's boundary: decode what is whole, keep the rest.
+                while True:
+                    buffer = buffer.lstrip()
+                    if not buffer:
+                        break
+                    try:
+                        message, end = decoder.raw_decode(buffer)
+                    except ValueError:
+                        break
+                    buffer = buffer[end:]
+                    if isinstance(message, dict):
+                        yield message
+        finally:
+            conn.close()
+
+    def _client_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+        stream = self._call(
+            "events",
+            lambda: self.client.events(
+                since=params.get("since"), until=params.get("until"),
+                filters={"type": ["container", "image"]}, decode=True,
+            ),
+        )
+        try:
+            for message in stream:
+                if isinstance(message, dict):
+                    yield message
+        except Exception:
+            return  # requests/urllib3 raising mid-stream: a broken connection, as above
+        finally:
+            stream.close()
+
     def close(self) -> None:
         if self._unix is not None:
             self._unix.close()
@@ -513,6 +606,40 @@ class DockerRuntime:
             return dict(self._get("/system/df", "build cache", {"type": "build-cache"},
                                   api_version=info.api_version)[0])
         return None
+
+
+def _event_time_param(when: datetime) -> str:
+    # Seconds with a fraction: the engine reads the digits after the point as a fraction of a
+    # second, so a replay starts at the checkpoint itself, not at its whole second.
+    return f"{when.timestamp():.6f}"
+
+
+def _event_from_message(message: dict[str, Any]) -> Event | None:
+    kind = message.get("Type")
+    action = message.get("Action")
+    actor = message.get("Actor") or {}
+    actor_id = actor.get("ID") or message.get("id")
+    if kind not in ("container", "image") or not action or not actor_id:
+        return None
+    attributes = actor.get("Attributes") or {}
+    nanos = message.get("timeNano")
+    if isinstance(nanos, int):
+        seconds, rest = divmod(nanos, 1_000_000_000)
+        when = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+    elif isinstance(message.get("time"), int):
+        when = datetime.fromtimestamp(message["time"], UTC)
+    else:
+        return None
+    image = attributes.get("image")
+    name = attributes.get("name")
+    return Event(
+        time=when,
+        type=str(kind),
+        action=str(action),
+        id=str(actor_id),
+        image=str(image) if image and kind == "container" else None,
+        name=str(name) if name else None,
+    )
 
 
 def _build_cache(system_df: dict[str, Any] | None) -> BuildCache:

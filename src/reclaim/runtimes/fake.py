@@ -7,17 +7,18 @@ disappears when its last image goes, and the engine's refusals (409) happen wher
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 
-from reclaim.errors import InUse, NotFound
+from reclaim.errors import EngineUnreachable, InUse, NotFound
 from reclaim.model import (
     Blob,
     BuildCache,
     Container,
     ContainerState,
     EngineInfo,
+    Event,
     Image,
     Inventory,
     Layer,
@@ -48,6 +49,10 @@ class FakeRuntime:
         self.volumes: dict[str, Volume] = {}
         self.build_cache = BuildCache(0, 0, 0)
         self.closed = False
+        # The engine's event log, oldest first (a real engine keeps only its last ~256).
+        self.event_log: list[Event] = []
+        # While down, every call that needs the engine fails as an unreachable one does.
+        self.down = False
         self._tag_owner: dict[str, str] = {}
 
     # -- building state --------------------------------------------------------------------
@@ -113,12 +118,19 @@ class FakeRuntime:
             self.containers[container_id], state=state, **times  # type: ignore[arg-type]
         )
 
+    def emit(self, event: Event) -> Event:
+        """Something happened on the engine: it is in the log for `events()` to replay."""
+        self.event_log.append(event)
+        return event
+
     # -- Runtime ---------------------------------------------------------------------------
 
     def info(self) -> EngineInfo:
+        self._check_up()
         return self.engine
 
     def inventory(self, *, sizes: bool = False, progress: Progress = no_progress) -> Inventory:
+        self._check_up()
         progress("listing", 1, 1)
         users: dict[str, list[str]] = {}
         for c in self.containers.values():
@@ -186,10 +198,29 @@ class FakeRuntime:
             raise InUse(f"remove {name}: volume is in use")
         del self.volumes[name]
 
+    def image_id(self, ref: str) -> str:
+        self._check_up()
+        return self._resolve(ref).id
+
+    def events(self, since: datetime | None, until: datetime | None = None) -> Iterator[Event]:
+        """The logged events from `since` (inclusive, as the engine's filter is) to `until`,
+        then the end of the stream: an in-memory engine has no future to wait for. With no
+        `since` only new events would come, so nothing does."""
+        self._check_up()
+        if since is None:
+            return iter(())
+        # A snapshot: events emitted while the caller iterates belong to its next stream.
+        return iter([e for e in self.event_log
+                     if e.time >= since and (until is None or e.time <= until)])
+
     def close(self) -> None:
         self.closed = True
 
     # -- internals -------------------------------------------------------------------------
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise EngineUnreachable(f"cannot reach the engine at {self.engine.endpoint}")
 
     def _resolve(self, ref: str) -> Image:
         if ref in self.images:
