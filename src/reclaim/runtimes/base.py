@@ -33,6 +33,18 @@ class Runtime(Protocol):
         """
         ...
 
+    def image_refs(self, image_id: str) -> tuple[str, ...] | None:
+        """The image's tags right now, or None when it is gone (for re-checks)."""
+        ...
+
+    def image_users(self, image_id: str) -> tuple[str, ...]:
+        """Ids of the containers of any state that use the image right now."""
+        ...
+
+    def prune_build_cache(self, keep_storage: int | None, older_than: float | None) -> int:
+        """The engine's build-cache prune; the bytes the engine says it freed."""
+        ...
+
     def remove_image(self, ref: str) -> None:
         """Remove one image reference (a tag, or an id once it has no tags). Never forced.
 

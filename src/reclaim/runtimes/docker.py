@@ -276,6 +276,34 @@ class DockerRuntime:
             layer_source=layer_source,
         )
 
+    def image_refs(self, image_id: str) -> tuple[str, ...] | None:
+        """The image's tags now, or None when it is gone."""
+        try:
+            raw = self._get_json(f"/images/{image_id}/json", f"inspect image {image_id}")
+        except NotFound:
+            return None
+        return tuple(t for t in raw.get("RepoTags") or () if t != "<none>:<none>")
+
+    def image_users(self, image_id: str) -> tuple[str, ...]:
+        """Ids of the containers (any state) created from this image."""
+        raw = self._get_json(
+            "/containers/json", f"containers of image {image_id}", all=1,
+            filters=json.dumps({"ancestor": [image_id]}),
+        )
+        # `ancestor` also matches images built on top of this one; keep only direct users.
+        return tuple(str(c["Id"]) for c in raw if c.get("ImageID") == image_id)
+
+    def prune_build_cache(self, keep_storage: int | None, older_than: float | None) -> int:
+        """The engine's own build-cache prune; returns the bytes it says it freed."""
+        params: dict[str, Any] = {}
+        if keep_storage is not None:
+            params["keep-storage"] = keep_storage
+        if older_than is not None:
+            params["filters"] = json.dumps({"until": [f"{int(older_than)}s"]})
+        result = self._call("prune build cache",
+                            lambda: self.client.prune_builds(**_prune_kwargs(params)))
+        return int((result or {}).get("SpaceReclaimed") or 0)
+
     def remove_image(self, ref: str) -> None:
         self._call(f"remove image {ref}", lambda: self.client.remove_image(ref, force=False))
 
@@ -716,6 +744,15 @@ def _api_at_least(version: str, minimum: str) -> bool:
         return tuple(int(p) for p in re.findall(r"\d+", v)[:2])
 
     return parts(version) >= parts(minimum)
+
+
+def _prune_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if "keep-storage" in params:
+        kwargs["keep_storage"] = params["keep-storage"]
+    if "filters" in params:
+        kwargs["filters"] = json.loads(params["filters"])
+    return kwargs
 
 
 def _status_error(status: int, message: str, what: str) -> ReclaimError:

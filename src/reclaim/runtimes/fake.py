@@ -154,6 +154,18 @@ class FakeRuntime:
             layer_source="api",
         )
 
+    def image_refs(self, image_id: str) -> tuple[str, ...] | None:
+        image = self.images.get(image_id)
+        return None if image is None else image.tags
+
+    def image_users(self, image_id: str) -> tuple[str, ...]:
+        return tuple(c.id for c in self.containers.values() if c.image_id == image_id)
+
+    def prune_build_cache(self, keep_storage: int | None, older_than: float | None) -> int:
+        freed = self.build_cache.reclaimable_bytes or 0
+        self.build_cache = BuildCache(0, (self.build_cache.bytes or 0) - freed, 0)
+        return freed
+
     def remove_image(self, ref: str) -> None:
         """Docker's rules, without force: a tag is removed even if the image is in use when
         other tags remain (the trap reclaim's policy must avoid); the last tag, or the id, is

@@ -37,6 +37,27 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: the deletion journal, and when each volume was first seen dangling.
+    """
+    CREATE TABLE journal (
+        id              INTEGER PRIMARY KEY,
+        at              REAL NOT NULL,
+        kind            TEXT NOT NULL,
+        object_id       TEXT NOT NULL,
+        refs            TEXT NOT NULL DEFAULT '[]',
+        rule            TEXT NOT NULL,
+        detail          TEXT NOT NULL DEFAULT '',
+        predicted_bytes INTEGER NOT NULL DEFAULT 0,
+        plan_created    REAL
+    );
+    CREATE INDEX journal_by_time ON journal (at);
+    CREATE TABLE volumes (
+        name           TEXT PRIMARY KEY,
+        first_seen     REAL NOT NULL,
+        dangling_since REAL,
+        gone_at        REAL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

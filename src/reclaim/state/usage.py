@@ -64,6 +64,7 @@ class Ledger:
             ]
             present = [c.id for c in inventory.containers]
             _mark_gone(db, "containers", "container_id", present, now)
+            self._observe_volumes(db, inventory, now)
             self._record(db, uses, now)
 
     def record_uses(self, uses: Iterable[Use], now: datetime) -> None:
@@ -150,7 +151,29 @@ class Ledger:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def volume_dangling_since(self) -> dict[str, datetime]:
+        """When each volume was first seen dangling (still dangling now)."""
+        rows = self.store.conn.execute(
+            "SELECT name, dangling_since FROM volumes"
+            " WHERE dangling_since IS NOT NULL AND gone_at IS NULL"
+        ).fetchall()
+        return {str(name): _dt(since) for name, since in rows}  # type: ignore[misc]
+
     # -- internals -----------------------------------------------------------------------
+
+    def _observe_volumes(self, db: sqlite3.Connection, inventory: Inventory,
+                         now: datetime) -> None:
+        # A volume's dangling time starts when reclaim first sees it without users, and
+        # ends whenever a container uses it again.
+        db.executemany(
+            "INSERT INTO volumes (name, first_seen, dangling_since) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET gone_at = NULL, dangling_since ="
+            " CASE WHEN excluded.dangling_since IS NULL THEN NULL"
+            " ELSE COALESCE(volumes.dangling_since, excluded.dangling_since) END",
+            [(v.name, _ts(now), _ts(now) if v.dangling else None) for v in inventory.volumes],
+        )
+        _mark_gone(db, "volumes", "name", [v.name for v in inventory.volumes], now)
+
 
     def _observe_images(self, db: sqlite3.Connection, inventory: Inventory, now: datetime) -> None:
         db.executemany(
