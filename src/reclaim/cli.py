@@ -5,6 +5,7 @@ Commands build a result object; `output` is the only module that shows it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -12,24 +13,35 @@ import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from reclaim import __version__, output
+from reclaim.apply import ApplyResult, apply_actions, measured_freed
+from reclaim.config import config_path, load_file, policy_from
 from reclaim.df import build_report
 from reclaim.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
+    PartialFailure,
     ReclaimError,
     UsageError,
 )
+from reclaim.lock import apply_lock
 from reclaim.model import EngineInfo
+from reclaim.planfile import plan_to_json, read_plan
+from reclaim.policy.plan import Action, FilesystemUsage, Plan, plan
+from reclaim.policy.rules import Policy
 from reclaim.recorder import Recorder
+from reclaim.runtimes.base import no_progress
 from reclaim.runtimes.docker import DockerRuntime
 from reclaim.state import store as state_store
+from reclaim.state.journal import Journal
 from reclaim.state.usage import Ledger
+from reclaim.units import human_bytes
 from reclaim.watch import Watcher
 
 RUNTIMES = ("docker", "podman", "containerd")
@@ -126,6 +138,269 @@ def watch(g: Globals, verbose: bool) -> None:
             ledger.store.close()
     finally:
         runtime.close()
+
+
+# -- plan, apply, history ------------------------------------------------------------------
+
+_POLICY_FLAGS: tuple[tuple[str, str, str, str], ...] = (
+    # (flag, section, setting, help)
+    ("--min-age", "images", "min_age", "Never delete an image used more recently (default 1d)."),
+    ("--max-age", "images", "max_age", "Delete images unused longer than this."),
+    ("--quota", "images", "quota", "Keep the image store at or under this (50G, 20%)."),
+    ("--high", "images", "high", "Filesystem usage that starts eviction (bytes or %)."),
+    ("--low", "images", "low", "Evict down to this filesystem usage."),
+    ("--keep-latest", "images", "keep_latest", "Keep the N most recently used tags per repo."),
+    ("--dangling", "images", "dangling", "like-others | after-min-age"),
+    ("--containers-exited-after", "containers", "exited_after",
+     "Remove exited containers finished this long ago."),
+    ("--containers-created-after", "containers", "created_after",
+     "Remove never-started containers created this long ago."),
+    ("--volumes-dangling-after", "volumes", "dangling_after",
+     "Remove anonymous volumes dangling this long."),
+    ("--build-cache-keep-storage", "build_cache", "keep_storage",
+     "Prune the build cache down to this size."),
+    ("--build-cache-older-than", "build_cache", "older_than",
+     "Prune build cache unused this long."),
+)
+
+
+def _policy_options(fn: Any) -> Any:
+    for flag, _section, _setting, help_text in reversed(_POLICY_FLAGS):
+        fn = click.option(flag, default=None, metavar="VALUE", help=help_text)(fn)
+    fn = click.option("--keep", multiple=True, metavar="GLOB",
+                      help="Never delete images whose repo:tag or id matches.")(fn)
+    fn = click.option("--keep-label", multiple=True, metavar="KEY[=VALUE]",
+                      help="Never delete images with this label.")(fn)
+    fn = click.option("--volumes-all", is_flag=True, default=None,
+                      help="Named dangling volumes too, not only anonymous ones.")(fn)
+    return fn
+
+
+def _policy(g: Globals, flags: dict[str, Any]) -> Policy:
+    settings: dict[str, dict[str, Any]] = {}
+    for flag, section, setting, _ in _POLICY_FLAGS:
+        value = flags.get(flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            settings.setdefault(section, {})[setting] = value
+    if flags.get("keep"):
+        settings.setdefault("images", {})["keep"] = list(flags["keep"])
+    if flags.get("keep_label"):
+        settings.setdefault("images", {})["keep_labels"] = list(flags["keep_label"])
+    if flags.get("volumes_all"):
+        settings.setdefault("volumes", {})["all"] = True
+    return policy_from(load_file(config_path(g.config)), settings)
+
+
+def _filesystem(engine: EngineInfo) -> FilesystemUsage | None:
+    if not engine.data_root:
+        return None
+    try:
+        st = os.statvfs(engine.data_root)
+    except OSError:
+        return None  # a remote engine: % sizes and watermarks cannot be resolved here
+    return FilesystemUsage(
+        total_bytes=st.f_blocks * st.f_frsize,
+        used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
+        total_inodes=st.f_files,
+        used_inodes=st.f_files - st.f_ffree,
+    )
+
+
+def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
+               progress: Any) -> tuple[Plan, Ledger]:
+    inventory = runtime.inventory(progress=progress)
+    now = datetime.now(UTC)
+    ledger = _open_ledger(g, inventory.engine)
+    Recorder(ledger).catch_up(inventory, now)
+    try:
+        made = plan(inventory, ledger.images(), policy, now,
+                    filesystem=_filesystem(inventory.engine),
+                    volume_since=ledger.volume_dangling_since())
+    except ValueError as exc:
+        ledger.store.close()
+        raise UsageError(str(exc)) from exc
+    return made, ledger
+
+
+@cli.command("plan")
+@_policy_options
+@click.option("-v", "--verbose", is_flag=True, help="List every kept object with its reason.")
+@click.option("--json", "as_json", is_flag=True, help="The plan as reclaim.plan/v1 JSON.")
+@click.option("-o", "--output", "out", metavar="PLAN.json", help="Also write the plan here.")
+@click.pass_obj
+def plan_command(g: Globals, /, verbose: bool, as_json: bool, out: str | None,
+                 **flags: Any) -> None:
+    """The dry run: what would go, why, and how many bytes it frees."""
+    policy = _policy(g, flags)
+    runtime = _open_runtime(g)
+    try:
+        with output.progress(enabled=not as_json) as progress:
+            made, ledger = _make_plan(g, runtime, policy, progress)
+        ledger.store.close()
+    finally:
+        runtime.close()
+    document = plan_to_json(made)
+    if out:
+        _write_atomically(Path(out), json.dumps(document, indent=2) + "\n")
+    if as_json:
+        output.emit_json(document)
+    else:
+        output.show_plan(made, verbose=verbose, written_to=out)
+
+
+@cli.command("apply")
+@click.argument("plan_file", required=False, metavar="[PLAN.json]")
+@_policy_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--no-wait", is_flag=True, help="Exit 1 if another apply holds the lock.")
+@click.option("--json", "as_json", is_flag=True, help="The result as reclaim.apply/v1 JSON.")
+@click.pass_obj
+def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool, as_json: bool,
+                  **flags: Any) -> None:
+    """Delete what a plan (a file, or the policy given now) says, re-checking every object."""
+    given_policy = any(v not in (None, (), False) for v in flags.values())
+    if plan_file and given_policy:
+        raise UsageError("give either a plan file or policy flags, not both")
+    stored = read_plan(Path(plan_file)) if plan_file else None
+    policy = None if stored else _policy(g, flags)
+    if not yes and not sys.stdin.isatty():
+        raise UsageError("refusing to delete without confirmation: not on a terminal; "
+                         "add --yes")
+    state_dir = Path(g.state_dir) if g.state_dir else state_store.default_state_dir()
+    runtime = _open_runtime(g)
+    try:
+        engine = runtime.info()
+        if stored is not None and stored.engine_id and stored.engine_id != engine.engine_id:
+            raise UsageError(f"plan file {plan_file} was made for another engine "
+                             f"({stored.endpoint}, id {stored.engine_id}); not applied here")
+        with apply_lock(state_dir, wait=not no_wait, on_wait=output.warning):
+            if stored is not None:
+                actions, created = stored.actions, stored.created_at
+                cache = stored.build_cache
+                ledger = _open_ledger(g, engine)
+            else:
+                assert policy is not None
+                made, ledger = _make_plan(g, runtime, policy, no_progress)
+                actions, created = made.actions, made.created_at
+                keep = policy.build_cache.keep_storage
+                cache = (keep.bytes if keep else None, policy.build_cache.older_than)
+            try:
+                result = _apply(runtime, ledger, actions, created, cache, yes=yes,
+                                as_json=as_json)
+            finally:
+                ledger.store.close()
+    finally:
+        runtime.close()
+    if as_json:
+        output.emit_json(result.to_json())
+    else:
+        output.show_apply(result)
+    if result.failed:
+        raise PartialFailure(f"{len(result.failed)} deletion(s) failed; the rest were done")
+
+
+def _apply(runtime: DockerRuntime, ledger: Ledger, actions: tuple[Action, ...],
+           created: datetime, cache: tuple[int | None, float | None], *, yes: bool,
+           as_json: bool) -> ApplyResult:
+    before = runtime.inventory()
+    now = datetime.now(UTC)
+    Recorder(ledger).catch_up(before, now)
+    if not actions:
+        return ApplyResult()
+    if not yes and not output.confirm(
+        f"Delete {len(actions)} object(s), predicted to free "
+        f"{human_bytes(sum(a.bytes for a in actions))}?"
+    ):
+        raise UsageError("not confirmed; nothing was deleted")
+    cache_freed = 0
+
+    def prune_cache() -> int:
+        nonlocal cache_freed
+        cache_freed = runtime.prune_build_cache(*cache)
+        return cache_freed
+
+    with output.apply_progress(enabled=not as_json, actions=actions) as progress:
+        result = apply_actions(runtime, actions, before, ledger.images(), Journal(ledger.store),
+                               now=lambda: datetime.now(UTC), plan_created=created,
+                               build_cache=prune_cache, progress=progress)
+    after = runtime.inventory()
+    Recorder(ledger).catch_up(after, datetime.now(UTC))
+    result.freed_bytes = measured_freed(before, after, cache_freed)
+    return result
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="The journal as JSON.")
+@click.option("-n", "--limit", type=int, default=None, help="Only the newest N deletions.")
+@click.pass_obj
+def history(g: Globals, as_json: bool, limit: int | None) -> None:
+    """The deletion journal: what reclaim deleted, when, and why."""
+    runtime = _open_runtime(g)
+    try:
+        engine = runtime.info()
+    finally:
+        runtime.close()
+    ledger = _open_ledger(g, engine)
+    try:
+        entries = Journal(ledger.store).entries(limit)
+    finally:
+        ledger.store.close()
+    if as_json:
+        output.emit_json({"schema": "reclaim.history/v1",
+                          "deletions": [output.journal_json(e) for e in entries]})
+    else:
+        output.show_history(entries)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+@cli.command()
+@click.option("--data-root", metavar="DIR", default=None,
+              help="The engine's data root (default /var/lib/docker).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (reclaim.fsck/v1).")
+@click.option("--quarantine", "do_quarantine", is_flag=True,
+              help="Move proven orphans to <data-root>/../reclaim-quarantine/<batch>/.")
+@click.option("--restore", "restore_id", metavar="ID", help="Put a quarantined batch back.")
+@click.option("--purge", "do_purge", is_flag=True, help="Delete quarantined batches.")
+@click.option("--older-than", metavar="DUR", help="With --purge: only batches older than DUR.")
+@click.option("--engine-stopped", is_flag=True,
+              help="The engine is stopped (checked): one look suffices, no age threshold.")
+def fsck(data_root: str | None, as_json: bool, do_quarantine: bool, restore_id: str | None,
+         do_purge: bool, older_than: str | None, engine_stopped: bool) -> None:
+    """Leaked storage under the data root: proof, quarantine, restore, purge."""
+    from reclaim.fsck import run as fsck_run
+    from reclaim.units import parse_duration
+
+    if sum((do_quarantine, restore_id is not None, do_purge)) > 1:
+        raise UsageError("--quarantine, --restore and --purge go one at a time")
+    if older_than is not None and not do_purge:
+        raise UsageError("--older-than goes with --purge")
+    root = data_root or fsck_run.DEFAULT_DATA_ROOT
+    if restore_id is not None:
+        result = fsck_run.restore(root, restore_id)
+    elif do_purge:
+        age = parse_duration(older_than, setting="--older-than") if older_than else None
+        result = fsck_run.purge(root, older_than=age)
+    else:
+        with output.progress(enabled=not as_json) as progress:
+            def sized(done: int) -> None:
+                progress("sizing directories", done, None)
+
+            if do_quarantine:
+                result = fsck_run.quarantine(root, engine_stopped=engine_stopped, progress=sized)
+            else:
+                result = fsck_run.report(root, engine_stopped=engine_stopped, progress=sized)
+    if as_json:
+        output.emit_json(result.to_json())
+    else:
+        output.show_fsck(result)
 
 
 def main(argv: list[str] | None = None) -> int:

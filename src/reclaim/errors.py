@@ -52,3 +52,9 @@ class InUse(ReclaimError):
     """The engine refused a removal because something still needs the object (HTTP 409)."""
 
     exit_code = EXIT_PARTIAL
+
+
+class PartialFailure(ReclaimError):
+    """Some items failed; the rest were done."""
+
+    exit_code = EXIT_PARTIAL

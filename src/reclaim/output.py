@@ -6,20 +6,25 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from reclaim.apply import ApplyResult, Outcome
 from reclaim.df import DfReport
 from reclaim.lastuse import Usage
+from reclaim.policy.plan import Action, Plan
 from reclaim.runtimes.base import Progress as ProgressFn
 from reclaim.runtimes.base import no_progress
-from reclaim.timeutil import human_ago
+from reclaim.state.journal import Entry
+from reclaim.timeutil import format_time, human_ago
 from reclaim.units import human_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from reclaim.fsck.run import FsckResult
 
 # rich is imported only for what a person reads: the JSON and error paths of a cron job or a
 # script do not pay its start-up.
@@ -240,4 +245,155 @@ def _show_volumes(report: DfReport) -> None:
             human_bytes(v.bytes),
         )
     _stdout().print()
+    _stdout().print(table)
+
+
+def show_fsck(result: FsckResult) -> None:
+    """The fsck report: one row per finding with its bytes and evidence, then what was done."""
+    from rich.table import Table
+
+    out = _stdout()
+    scan = result.scan
+    if scan is not None:
+        state = "running (assumed)" if scan.engine_running else "stopped (checked)"
+        out.print(f"Data root: {scan.data_root} ({scan.driver}); engine {state}; "
+                  f"{scan.looks} look(s)")
+        for blocker in scan.blockers:
+            out.print(f"Not acting: {blocker}")
+        if not scan.findings:
+            out.print("No leaked storage found.")
+        else:
+            table = Table(show_edge=False, box=None, pad_edge=False)
+            for column in ("CLASS", "PATH", "SIZE", "ACTION", "EVIDENCE"):
+                table.add_column(column, justify="right" if column == "SIZE" else "left",
+                                 no_wrap=column != "EVIDENCE")
+            for f in scan.findings:
+                path = f.path if len(f.path) < 60 else f.path[:44] + "…" + f.path[-12:]
+                table.add_row(f.cls, path, human_bytes(f.bytes), f.action, "; ".join(f.evidence))
+            out.print(table)
+            out.print(f"Reclaimable: {human_bytes(scan.reclaimable_bytes)} "
+                      "(orphan layers and volumes proven unreferenced)")
+    for batch in result.batches:
+        verb = {"quarantine": "Quarantined", "restore": "Restored", "purge": "Purged"}.get(
+            result.mode, result.mode)
+        out.print(f"{verb} batch {batch.id}: {len(batch.entries)} entries, "
+                  f"{human_bytes(batch.bytes)} ({batch.path})")
+    if result.mode == "purge" and not result.batches:
+        out.print("No quarantined batch to purge.")
+
+
+# -- plan, apply, history ----------------------------------------------------------------------
+
+
+def show_plan(made: Plan, *, verbose: bool, written_to: str | None = None) -> None:
+    from rich.table import Table
+
+    out = _stdout()
+    out.print(f"Plan for {made.engine.runtime} {made.engine.version} at {made.engine.endpoint}"
+              f", {format_time(made.created_at)}")
+    if made.actions:
+        table = Table(show_edge=False, box=None)
+        for column in ("#", "KIND", "WHAT", "FREES", "RULE", "WHY"):
+            table.add_column(column, justify="right" if column in ("#", "FREES") else "left",
+                             no_wrap=column != "WHY")
+        for n, action in enumerate(made.actions, 1):
+            table.add_row(str(n), action.kind, _action_name(action), human_bytes(action.bytes),
+                          action.reason.rule, action.reason.detail)
+        out.print(table)
+    else:
+        out.print("Nothing to delete.")
+    out.print(f"Predicted to free: {human_bytes(made.predicted_bytes)} "
+              f"({made.predicted_bytes} bytes, shared layers counted once)")
+    counts: dict[tuple[str, str], int] = {}
+    for k in made.kept:
+        counts[(k.kind, k.reason.rule)] = counts.get((k.kind, k.reason.rule), 0) + 1
+    if counts:
+        summary = ", ".join(f"{n} {kind}(s) {rule}" for (kind, rule), n in sorted(counts.items()))
+        out.print(f"Kept: {summary}")
+    for warning_text in made.warnings:
+        warning(warning_text)
+    if verbose and made.kept:
+        table = Table(title="Kept", title_justify="left", show_edge=False, box=None)
+        for column in ("KIND", "WHAT", "RULE", "WHY"):
+            table.add_column(column)
+        for k in made.kept:
+            table.add_row(k.kind, _short_id(k.id) if k.id.startswith("sha256:") else k.id[:40],
+                          k.reason.rule, k.reason.detail)
+        out.print()
+        out.print(table)
+    if written_to:
+        out.print(f"Plan written to {written_to}; apply it with: reclaim apply {written_to}")
+
+
+def _action_name(action: Action) -> str:
+    if action.kind == "image":
+        name = action.refs[0] if action.refs else _short_id(action.id)
+        return name + (f" (+{len(action.refs) - 1} more)" if len(action.refs) > 1 else "")
+    if action.kind == "container":
+        return action.refs[0] if action.refs else action.id[:12]
+    return action.id if len(action.id) < 40 else action.id[:12] + "…"
+
+
+def confirm(question: str) -> bool:
+    import click
+
+    return bool(click.confirm(question, default=False, err=True))
+
+
+@contextmanager
+def apply_progress(*, enabled: bool, actions: tuple[Action, ...]
+                   ) -> Iterator[Callable[[Action, Outcome], None]]:
+    """A progress bar in bytes while deletions go, only on a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda action, outcome: None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("deleting"), BarColumn(), DownloadColumn(binary_units=True),
+                   TextColumn("{task.fields[last]}"), console=_stderr(), transient=True)
+    task = bar.add_task("apply", total=sum(a.bytes for a in actions) or 1, last="")
+
+    def update(action: Action, outcome: Outcome) -> None:
+        bar.update(task, advance=action.bytes, last=f"{outcome.status} {_action_name(action)}")
+
+    with bar:
+        yield update
+
+
+def show_apply(result: ApplyResult) -> None:
+    out = _stdout()
+    for action in result.deleted:
+        out.print(f"deleted {action.kind} {_action_name(action)}  "
+                  f"({human_bytes(action.bytes)} predicted)")
+    for action, why in result.skipped:
+        out.print(f"skipped {action.kind} {_action_name(action)}: {why}")
+    for action, error_text in result.failed:
+        out.print(f"FAILED  {action.kind} {_action_name(action)}: {error_text}")
+    out.print(f"{len(result.deleted)} deleted, {len(result.skipped)} skipped, "
+              f"{len(result.failed)} failed. Predicted {human_bytes(result.predicted_bytes)}, "
+              f"measured {human_bytes(result.freed_bytes)} freed.")
+
+
+def journal_json(entry: Entry) -> dict[str, Any]:
+    return {
+        "at": format_time(entry.at), "kind": entry.kind, "id": entry.object_id,
+        "refs": list(entry.refs), "rule": entry.rule, "detail": entry.detail,
+        "predicted_bytes": entry.predicted_bytes, "plan_created": format_time(entry.plan_created),
+    }
+
+
+def show_history(entries: list[Entry]) -> None:
+    from rich.table import Table
+
+    if not entries:
+        _stdout().print("Nothing deleted yet.")
+        return
+    table = Table(show_edge=False, box=None)
+    for column in ("WHEN", "KIND", "WHAT", "BYTES", "RULE", "WHY"):
+        table.add_column(column, no_wrap=column != "WHY")
+    for e in entries:
+        what = e.refs[0] if e.refs else (_short_id(e.object_id)
+                                         if e.object_id.startswith("sha256:") else e.object_id)
+        table.add_row(format_time(e.at) or "", e.kind, what, human_bytes(e.predicted_bytes),
+                      e.rule, e.detail)
     _stdout().print(table)

@@ -1,0 +1,190 @@
+"""Apply a plan: re-validate it, delete through the engine API one object at a time, journal
+each deletion, and measure what was freed.
+
+Safety: nothing is forced. Every action is re-validated against a fresh inventory and the
+ledger (gone, now used, retagged, used since the plan: skipped with the reason), and each image
+is re-checked against the engine just before each of its tags is removed, because Docker
+removes one of several tags of an image in use without complaint. A refusal by the engine is
+reported and the rest goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from reclaim.accounting import Accounting
+from reclaim.errors import EngineError, InUse, NotFound, ReclaimError
+from reclaim.lastuse import Usage
+from reclaim.model import Inventory
+from reclaim.policy.plan import Action
+from reclaim.runtimes.base import Runtime
+from reclaim.state.journal import Entry, Journal
+
+APPLY_SCHEMA = "reclaim.apply/v1"
+# Plan files carry times to the second.
+_BASIS_SLACK = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    status: str  # "deleted", "skipped", "failed"
+    why: str = ""
+
+
+@dataclass
+class ApplyResult:
+    deleted: list[Action] = field(default_factory=list)
+    skipped: list[tuple[Action, str]] = field(default_factory=list)
+    failed: list[tuple[Action, str]] = field(default_factory=list)
+    predicted_bytes: int = 0
+    freed_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": APPLY_SCHEMA,
+            "deleted": [{"kind": a.kind, "id": a.id, "refs": list(a.refs), "bytes": a.bytes}
+                        for a in self.deleted],
+            "skipped": [{"kind": a.kind, "id": a.id, "why": why} for a, why in self.skipped],
+            "failed": [{"kind": a.kind, "id": a.id, "error": err} for a, err in self.failed],
+            "predicted_bytes": self.predicted_bytes,
+            "freed_bytes": self.freed_bytes,
+        }
+
+
+def stale_reason(action: Action, inventory: Inventory, usage: Mapping[str, Usage]) -> str | None:
+    """Why an action no longer holds against what the engine and the ledger say now."""
+    if action.kind == "image":
+        image = next((i for i in inventory.images if i.id == action.id), None)
+        if image is None:
+            return "already gone"
+        users = [c.name for c in inventory.containers if c.image_id == action.id]
+        if users:
+            return f"now used by container {users[0]}"
+        if sorted(image.tags) != sorted(action.refs):
+            return f"retagged since the plan (now {', '.join(image.tags) or 'untagged'})"
+        record = usage.get(action.id)
+        if record is not None and action.basis is not None and \
+                record.age_basis.when > action.basis + _BASIS_SLACK:
+            return f"used since the plan ({record.age_basis.source} {record.age_basis.when:%F %T})"
+    elif action.kind == "container":
+        container = next((c for c in inventory.containers if c.id == action.id), None)
+        if container is None:
+            return "already gone"
+        if not container.state.stopped:
+            return f"now {container.state.value}"
+        since = container.finished or container.created
+        if action.basis is not None and since is not None and since > action.basis + _BASIS_SLACK:
+            return "ran again since the plan"
+    elif action.kind == "volume":
+        volume = next((v for v in inventory.volumes if v.name == action.id), None)
+        if volume is None:
+            return "already gone"
+        if volume.used_by:
+            return "now used by a container"
+    return None
+
+
+def _delete_image(runtime: Runtime, action: Action) -> Outcome:
+    """Each tag, then the id; re-checking before every step that the engine would allow even
+    though the image is in use (removing one of several tags)."""
+    tags = runtime.image_refs(action.id)
+    if tags is None:
+        return Outcome(action, "skipped", "already gone")
+    if sorted(tags) != sorted(action.refs):
+        return Outcome(action, "skipped", f"retagged just now (now {', '.join(tags) or '-'})")
+    for n, tag in enumerate(tags):
+        users = runtime.image_users(action.id)
+        if users:
+            done = f" after removing {n} of its tags" if n else ""
+            return Outcome(action, "skipped", f"a container started using it{done}")
+        runtime.remove_image(tag)
+    if runtime.image_refs(action.id) is not None:
+        if runtime.image_users(action.id):
+            return Outcome(action, "skipped", "a container started using it")
+        runtime.remove_image(action.id)
+    return Outcome(action, "deleted")
+
+
+def _execute(runtime: Runtime, action: Action, build_cache: Callable[[], int]) -> Outcome:
+    try:
+        if action.kind == "image":
+            return _delete_image(runtime, action)
+        if action.kind == "container":
+            runtime.remove_container(action.id)
+        elif action.kind == "volume":
+            runtime.remove_volume(action.id)
+        elif action.kind == "build-cache":
+            build_cache()
+        return Outcome(action, "deleted")
+    except NotFound:
+        return Outcome(action, "skipped", "already gone")
+    except InUse as exc:
+        return Outcome(action, "skipped", f"the engine refused: {exc.message}")
+    except (EngineError, ReclaimError) as exc:
+        return Outcome(action, "failed", exc.message)
+
+
+def apply_actions(
+    runtime: Runtime,
+    actions: tuple[Action, ...],
+    before: Inventory,
+    usage: Mapping[str, Usage],
+    journal: Journal,
+    *,
+    now: Callable[[], datetime],
+    plan_created: datetime | None,
+    build_cache: Callable[[], int] = lambda: 0,
+    workers: int = 4,
+    progress: Callable[[Action, Outcome], None] | None = None,
+) -> ApplyResult:
+    result = ApplyResult(predicted_bytes=sum(a.bytes for a in actions))
+    valid: list[Action] = []
+    for action in actions:
+        why = stale_reason(action, before, usage)
+        if why is None:
+            valid.append(action)
+        else:
+            result.skipped.append((action, why))
+
+    def settle(outcome: Outcome) -> None:
+        action = outcome.action
+        if outcome.status == "deleted":
+            result.deleted.append(action)
+            # Journalled here, in one thread, as each deletion is confirmed.
+            journal.record(Entry(now(), action.kind, action.id, action.refs, action.reason.rule,
+                                 action.reason.detail, action.bytes, plan_created))
+        elif outcome.status == "skipped":
+            result.skipped.append((action, outcome.why))
+        else:
+            result.failed.append((action, outcome.why))
+        if progress:
+            progress(action, outcome)
+
+    # Containers first (their removal can only free), then images, volumes, build cache; a
+    # bounded number in flight within each kind.
+    for kind in ("container", "image", "volume", "build-cache"):
+        group = [a for a in valid if a.kind == kind]
+        if not group:
+            continue
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for outcome in pool.map(lambda a: _execute(runtime, a, build_cache), group):
+                settle(outcome)
+    return result
+
+
+def measured_freed(before: Inventory, after: Inventory, build_cache_freed: int = 0) -> int:
+    """Bytes freed, from two inventories: image store (each layer once), container read-write
+    layers and volumes where the engine gave sizes, plus what the build-cache prune reported."""
+    freed = Accounting(before).total_bytes() - Accounting(after).total_bytes()
+    if all(c.rw_bytes is not None for c in before.containers + after.containers):
+        freed += sum(c.rw_bytes or 0 for c in before.containers) - \
+            sum(c.rw_bytes or 0 for c in after.containers)
+    if all(v.bytes is not None for v in before.volumes + after.volumes):
+        freed += sum(v.bytes or 0 for v in before.volumes) - \
+            sum(v.bytes or 0 for v in after.volumes)
+    return freed + build_cache_freed
