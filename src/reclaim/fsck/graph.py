@@ -1,0 +1,408 @@
+"""The reference graph of a Docker overlay2 data root (STORAGE.md, "Proving an overlay2 dir
+orphaned").
+
+Two questions are answered separately:
+  * which `overlay2/<id>` directories anything at all still names (any metadata, live or stale,
+    BuildKit's databases, a `lower` file of a kept layer, a mount in any namespace): a layer dir
+    is an orphan only if the answer is "nothing";
+  * which metadata is live (reachable from a container, a complete image or BuildKit): the rest
+    is stale metadata, reported but never acted on (removing it needs the daemon stopped and
+    children-first order; Docker itself never collects it).
+
+Everything is read with plain opens of regular files (O_NOFOLLOW) and listings of real
+directories: a symlink where a directory should be refuses the run instead of being followed out
+of the data root, and so does a name in the metadata that is not a plain name.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+from reclaim.fsck import bbolt
+from reclaim.fsck.errors import FsckRefused, Unreadable, UnsafeName
+from reclaim.fsck.mounts import Mount
+from reclaim.runtimes.dockerdisk import chain_ids, digest_hex
+
+DRIVER = "overlay2"
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Ids as they appear inside BuildKit's databases: 64-hex digests and BuildKit's 25-char keys.
+_BUILDKIT_TOKEN = re.compile(rb"(?<![0-9a-z])(?:[0-9a-f]{64}|[0-9a-z]{25})(?![0-9a-z])")
+_REMOVING = "-removing"
+
+
+def plain(name: str, what: str) -> str:
+    """`name` if it is a single plain path component; refuses anything that could leave the
+    directory it is joined to."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise UnsafeName(f"{what}: {name!r} is not a plain name; refusing to act on this data root")
+    return name
+
+
+def read_small(path: str, what: str, *, missing_ok: bool = False) -> str | None:
+    """A small regular file's text, never through a symlink."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and missing_ok:
+            return None
+        if exc.errno == errno.ELOOP:
+            raise UnsafeName(f"{what}: {path} is a symlink; refusing to follow it") from exc
+        raise Unreadable(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Unreadable(f"{what}: {path} is not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise Unreadable(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
+def is_real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise Unreadable(f"cannot look at {path}: {exc.strerror}") from exc
+
+
+def list_dir(path: str, what: str, *, missing_ok: bool = True) -> list[str]:
+    """The names in a real directory (a symlink in its place is refused, not followed)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise Unreadable(f"{what}: {path} does not exist") from None
+    except OSError as exc:
+        raise Unreadable(f"{what}: cannot look at {path}: {exc.strerror}") from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeName(f"{what}: {path} is a symlink; refusing to follow it out of the data root")
+    if not stat.S_ISDIR(st.st_mode):
+        raise Unreadable(f"{what}: {path} is not a directory")
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        raise Unreadable(f"{what}: cannot list {path}: {exc.strerror}") from exc
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    chain: str  # 64 hex, without "-removing"
+    name: str  # the directory name under layerdb/sha256
+    cache_id: str
+    parent: str | None  # 64 hex
+    removing: bool
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    container: str
+    mount_id: str
+    init_id: str | None
+    parent: str | None  # 64 hex chain of the image top
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    image: str  # 64 hex
+    chains: tuple[str, ...]
+    missing: tuple[str, ...]  # chains of its rootfs absent from layerdb
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+@dataclass
+class Graph:
+    root: str
+    driver: str
+    # overlay2/<name> -> why it is kept (the first reason found)
+    layer_refs: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)  # l/<short> -> overlay2 dir name
+    containers: set[str] = field(default_factory=set)
+    chains: dict[str, ChainEntry] = field(default_factory=dict)
+    mounts: dict[str, MountEntry] = field(default_factory=dict)
+    images: dict[str, ImageEntry] = field(default_factory=dict)
+    tagged: set[str] = field(default_factory=set)
+    live_chains: dict[str, str] = field(default_factory=dict)  # chain -> why it is live
+    buildkit_tokens: set[str] = field(default_factory=set)
+    volume_store: set[str] | None = None  # None: there is no volumes/metadata.db
+    volume_refs: dict[str, str] = field(default_factory=dict)
+    mounted_volumes: set[str] = field(default_factory=set)
+    mount_points: set[str] = field(default_factory=set)
+    write_sets: list[str] = field(default_factory=list)
+    odd_metadata: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+
+    def keep(self, name: str, why: str) -> None:
+        self.layer_refs.setdefault(name, why)
+
+    @property
+    def image_dir(self) -> str:
+        return os.path.join(self.root, "image", self.driver)
+
+    @property
+    def layers_dir(self) -> str:
+        return os.path.join(self.root, self.driver)
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise Unreadable(f"{what}: not valid JSON ({exc})") from exc
+
+
+def _hex_of(digest: str, what: str) -> str:
+    hexpart = digest_hex(digest.strip())
+    if hexpart is None:
+        raise UnsafeName(f"{what}: {digest.strip()!r} is not a sha256 digest")
+    return hexpart
+
+
+def _read_layerdb(g: Graph) -> None:
+    base = os.path.join(g.image_dir, "layerdb", "sha256")
+    for name in list_dir(base, "layer store"):
+        path = os.path.join(base, name)
+        chain = name[: -len(_REMOVING)] if name.endswith(_REMOVING) else name
+        if not HEX64.match(chain) or not is_real_dir(path):
+            g.odd_metadata.append((os.path.relpath(path, g.root), "not a layer store entry"))
+            continue
+        what = f"layer {name}"
+        cache_id = read_small(os.path.join(path, "cache-id"), what) or ""
+        parent_text = read_small(os.path.join(path, "parent"), what, missing_ok=True)
+        parent = _hex_of(parent_text, what) if parent_text and parent_text.strip() else None
+        entry = ChainEntry(chain, name, plain(cache_id.strip(), what + " cache-id"), parent,
+                           name.endswith(_REMOVING))
+        # A pending removal is Docker's own delete in progress: its dir is left to Docker.
+        if entry.removing:
+            g.keep(entry.cache_id, f"cache-id of layerdb/sha256/{name} (Docker's pending removal)")
+        else:
+            g.chains[chain] = entry
+            g.keep(entry.cache_id, f"cache-id of layer sha256:{chain[:12]}")
+    tmp = os.path.join(g.image_dir, "layerdb", "tmp")
+    g.write_sets = [n for n in list_dir(tmp, "layer store tmp") if n.startswith("write-set-")]
+
+
+def _read_mounts(g: Graph) -> None:
+    base = os.path.join(g.image_dir, "layerdb", "mounts")
+    for name in list_dir(base, "container layer store"):
+        path = os.path.join(base, name)
+        if not HEX64.match(name) or not is_real_dir(path):
+            g.odd_metadata.append((os.path.relpath(path, g.root), "not a container layer entry"))
+            continue
+        what = f"layerdb/mounts/{name[:12]}"
+        mount_id = plain((read_small(os.path.join(path, "mount-id"), what) or "").strip(),
+                         what + " mount-id")
+        init_text = read_small(os.path.join(path, "init-id"), what, missing_ok=True)
+        init_id = plain(init_text.strip(), what + " init-id") if init_text else None
+        parent_text = read_small(os.path.join(path, "parent"), what, missing_ok=True)
+        parent = _hex_of(parent_text, what) if parent_text and parent_text.strip() else None
+        g.mounts[name] = MountEntry(name, mount_id, init_id, parent)
+        g.keep(mount_id, f"read-write layer of container {name[:12]}")
+        if init_id:
+            g.keep(init_id, f"init layer of container {name[:12]}")
+
+
+def _read_containers(g: Graph) -> None:
+    base = os.path.join(g.root, "containers")
+    for name in list_dir(base, "containers"):
+        path = os.path.join(base, name)
+        if not is_real_dir(path):
+            g.odd_metadata.append((os.path.relpath(path, g.root), "not a container directory"))
+            continue
+        plain(name, "container")
+        g.containers.add(name)
+        what = f"container {name[:12]}"
+        text = read_small(os.path.join(path, "config.v2.json"), what, missing_ok=True)
+        if text is None:
+            # pre-1.7 layout (config.json with Volumes{dest: hostPath}), else a container
+            # being created right now: either way its volume references are unknown.
+            text = read_small(os.path.join(path, "config.json"), what, missing_ok=True)
+            if text is None:
+                raise Unreadable(f"{what}: no config.v2.json; its volume references are unknown")
+        config = _json(text, what)
+        if not isinstance(config, dict):
+            raise Unreadable(f"{what}: config is not a JSON object")
+        refs: list[str] = []
+        for point in (config.get("MountPoints") or {}).values():
+            if isinstance(point, dict):
+                refs.extend(str(point.get(k) or "") for k in ("Name", "Source"))
+        # pre-1.7: Volumes{destination: host path}
+        refs.extend(str(v) for v in (config.get("Volumes") or {}).values())
+        for value in refs:
+            if not value:
+                continue
+            g.volume_refs.setdefault(value, f"mount point of container {name[:12]}")
+            # A volume's Source is <root>/volumes/<name>/_data: the name is its parent dir.
+            if value.rstrip("/").endswith("/_data"):
+                parent = os.path.basename(os.path.dirname(value.rstrip("/")))
+                g.volume_refs.setdefault(parent, f"mount point of container {name[:12]}")
+            else:
+                g.volume_refs.setdefault(os.path.basename(value.rstrip("/")),
+                                         f"mount point of container {name[:12]}")
+
+
+def _read_images(g: Graph) -> None:
+    content = os.path.join(g.image_dir, "imagedb", "content", "sha256")
+    for name in list_dir(content, "image store"):
+        path = os.path.join(content, name)
+        if not HEX64.match(name):
+            g.odd_metadata.append((os.path.relpath(path, g.root), "not an image config"))
+            continue
+        what = f"image {name[:12]}"
+        config = _json(read_small(path, what) or "", what)
+        try:
+            diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        except AttributeError as exc:
+            raise Unreadable(f"{what}: config has no rootfs") from exc
+        chains = tuple(_hex_of(c, what) for c in chain_ids([str(d) for d in diff_ids]))
+        missing = tuple(c for c in chains if c not in g.chains)
+        g.images[name] = ImageEntry(name, chains, missing)
+    repos = read_small(os.path.join(g.image_dir, "repositories.json"), "repositories.json",
+                       missing_ok=True)
+    if repos is not None:
+        doc = _json(repos, "repositories.json")
+        for tags in (doc.get("Repositories") or {}).values() if isinstance(doc, dict) else []:
+            for image_id in (tags or {}).values():
+                hexpart = digest_hex(str(image_id))
+                if hexpart:
+                    g.tagged.add(hexpart)
+
+
+def _read_buildkit(g: Graph) -> None:
+    """Conservative: any id either database mentions anywhere keeps that layer dir and chain."""
+    base = os.path.join(g.root, "buildkit")
+    for db in ("snapshots.db", "metadata_v2.db"):
+        path = os.path.join(base, db)
+        if not os.path.lexists(path):
+            continue
+        try:
+            tree = bbolt.read(path)
+        except bbolt.BoltError as exc:
+            raise Unreadable(f"BuildKit database: {exc}") from exc
+        except OSError as exc:
+            raise Unreadable(f"BuildKit database {path}: {exc.strerror}") from exc
+        for _, key, value in tree.root.walk():
+            for blob in (key, value):
+                g.buildkit_tokens.update(t.decode() for t in _BUILDKIT_TOKEN.findall(blob))
+
+
+def _read_volume_store(g: Graph) -> None:
+    path = os.path.join(g.root, "volumes", "metadata.db")
+    if not os.path.lexists(path):
+        return
+    try:
+        tree = bbolt.read(path)
+    except bbolt.BoltError as exc:
+        raise Unreadable(f"volume store: {exc}") from exc
+    except OSError as exc:
+        raise Unreadable(f"volume store {path}: {exc.strerror}") from exc
+    bucket = tree.root.buckets.get(b"volumes")
+    names = set() if bucket is None else {k.decode("utf-8", "surrogateescape")
+                                          for k in (*bucket.items, *bucket.buckets)}
+    g.volume_store = names
+
+
+def _read_links(g: Graph) -> None:
+    """l/<short> -> dir, from the `link` files (the symlinks' own targets are not trusted)."""
+    for name in list_dir(g.layers_dir, "layer dirs"):
+        if name == "l":
+            continue
+        link = read_small(os.path.join(g.layers_dir, name, "link"), "link", missing_ok=True) \
+            if is_real_dir(os.path.join(g.layers_dir, name)) else None
+        if link and link.strip() and "/" not in link and link.strip() not in (".", ".."):
+            g.links.setdefault(link.strip(), name)
+
+
+def _apply_mounts(g: Graph, mounts: list[Mount]) -> None:
+    """A layer dir named by any mount, in any namespace, under any prefix, is kept: the same
+    data root can be seen at another path inside a container."""
+    for mount in mounts:
+        g.mount_points.add(mount.mount_point)
+        for path in mount.paths():
+            parts = path.split("/")
+            if len(parts) >= 2 and parts[0] == "l" and parts[1] in g.links:  # relative lowerdir
+                g.keep(g.links[parts[1]], f"lower layer of the mount at {mount.mount_point}")
+            for i in range(len(parts) - 1):
+                if parts[i] == g.driver:
+                    name = parts[i + 1]
+                    if name == "l" and i + 2 < len(parts):
+                        target = g.links.get(parts[i + 2])
+                        if target:
+                            g.keep(target, f"lower layer of the mount at {mount.mount_point}")
+                    elif name:
+                        g.keep(name, f"mounted at {mount.mount_point}")
+                if parts[i] == "volumes" and parts[i + 1]:
+                    g.mounted_volumes.add(parts[i + 1])
+
+
+def _keep_lowers(g: Graph) -> None:
+    """A kept layer's `lower` file names the layers it stacks on: those are kept too, whatever
+    their own metadata says (a chain entry lost in the middle must not orphan a parent)."""
+    pending = list(g.layer_refs)
+    done: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in done:
+            continue
+        done.add(name)
+        path = os.path.join(g.layers_dir, name)
+        if not is_real_dir(path):
+            continue
+        lower = read_small(os.path.join(path, "lower"), f"{g.driver}/{name}", missing_ok=True)
+        for item in (lower or "").strip().split(":"):
+            short = item[2:] if item.startswith("l/") else ""
+            target = g.links.get(short)
+            if target and target not in g.layer_refs:
+                g.keep(target, f"lower layer of {g.driver}/{name[:12]}")
+                pending.append(target)
+
+
+def _live_chains(g: Graph) -> None:
+    def follow(chain: str | None, why: str) -> None:
+        while chain and chain not in g.live_chains:
+            g.live_chains[chain] = why
+            entry = g.chains.get(chain)
+            chain = entry.parent if entry else None
+
+    for image in g.images.values():
+        if image.complete and image.chains:
+            follow(image.chains[-1], f"image {image.image[:12]}")
+    for mount in g.mounts.values():
+        if mount.container in g.containers:
+            follow(mount.parent, f"container {mount.container[:12]}")
+    for chain in g.chains:
+        if chain in g.buildkit_tokens:
+            follow(chain, "named in BuildKit's databases")
+
+
+def build(root: str, mounts: list[Mount]) -> Graph:
+    """The graph of the overlay2 data root at `root` (a canonical path)."""
+    g = Graph(root=root, driver=DRIVER)
+    if not is_real_dir(g.image_dir):
+        raise FsckRefused(f"no image/{DRIVER} in {root}")
+    _read_layerdb(g)
+    _read_mounts(g)
+    _read_containers(g)
+    _read_images(g)
+    _read_buildkit(g)
+    _read_volume_store(g)
+    _read_links(g)
+    for token in g.buildkit_tokens:
+        g.keep(token, "named in BuildKit's databases")
+    _apply_mounts(g, mounts)
+    _keep_lowers(g)
+    _live_chains(g)
+    return g
