@@ -93,3 +93,8 @@ def seeded(request: pytest.FixtureRequest, engine_pool: EnginePool) -> Seeded:
     """A private engine of each configuration, seeded with the small fixture. Tests that
     change it must only touch objects they created themselves."""
     return engine_pool.get(str(request.param))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="rewrite the golden plan files from the current planner")

@@ -14,12 +14,12 @@ import docker
 import pytest
 
 from reclaim.errors import InUse, NotFound
-from reclaim.model import Container, ContainerState, Mount, Volume
+from reclaim.model import Container, ContainerState
 from reclaim.runtimes.base import Runtime
 from reclaim.runtimes.docker import DockerRuntime
-from reclaim.runtimes.fake import FakeRuntime
 from reclaim.sandbox.content import FixtureSpec, GroundTruth, build_fixture
 from tests.conftest import KINDS
+from tests.fakes import fake_from_truth
 
 KiB = 1024
 
@@ -38,27 +38,8 @@ class Backend:
 
 
 def _fake_backend() -> Backend:
-    fixture = build_fixture(FixtureSpec.small())
-    truth = fixture.truth
-    fake = FakeRuntime()
-    image_ids: dict[str, str] = {}
-    for image in truth.images:
-        layers = [(truth.layers[c].diff_id, truth.layers[c].content_bytes) for c in image.chain]
-        fake.add_image(image.config_digest, tags=image.tags, layers=layers,
-                       metadata_bytes=image.config_bytes)
-        image_ids[image.key] = image.config_digest
-    container_ids: dict[str, str] = {}
-    for c in truth.containers:
-        cid = hashlib.sha256(c.name.encode()).hexdigest()
-        fake.add_container(Container(
-            id=cid, name=c.name, image_id=image_ids[c.image], state=c.state, created=None,
-            mounts=tuple(Mount("volume", v, "", dest) for v, dest in c.mounts),
-        ))
-        container_ids[c.name] = cid
-    for v in truth.volumes:
-        fake.add_volume(Volume(name=v.name, driver="local", labels=dict(v.labels),
-                               anonymous=v.anonymous, mountpoint="", bytes=v.data_bytes,
-                               used_by=()))
+    truth = build_fixture(FixtureSpec.small()).truth
+    fake, image_ids, container_ids = fake_from_truth(truth)
 
     def make_image(tags: tuple[str, ...]) -> str:
         image_id = "sha256:" + hashlib.sha256(repr(tags).encode()).hexdigest()

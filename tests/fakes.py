@@ -1,0 +1,37 @@
+"""The in-memory engine loaded with a generated fixture, as a real engine would hold it."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from reclaim.model import Container, Mount, Volume
+from reclaim.runtimes.fake import FakeRuntime
+from reclaim.sandbox.content import GroundTruth
+
+
+def fake_from_truth(
+    truth: GroundTruth, *, created: datetime | None = None
+) -> tuple[FakeRuntime, dict[str, str], dict[str, str]]:
+    """The fake, and the ids it gave images (by truth key) and containers (by name)."""
+    fake = FakeRuntime()
+    image_ids: dict[str, str] = {}
+    for image in truth.images:
+        layers = [(truth.layers[c].diff_id, truth.layers[c].content_bytes) for c in image.chain]
+        fake.add_image(image.config_digest, tags=image.tags, layers=layers,
+                       labels=dict(image.labels), metadata_bytes=image.config_bytes)
+        image_ids[image.key] = image.config_digest
+    container_ids: dict[str, str] = {}
+    for c in truth.containers:
+        cid = hashlib.sha256(c.name.encode()).hexdigest()
+        fake.add_container(Container(
+            id=cid, name=c.name, image_id=image_ids[c.image], state=c.state, created=created,
+            finished=created, mounts=tuple(Mount("volume", v, "", dest) for v, dest in c.mounts),
+            labels=dict(c.labels),
+        ))
+        container_ids[c.name] = cid
+    for v in truth.volumes:
+        fake.add_volume(Volume(name=v.name, driver="local", labels=dict(v.labels),
+                               anonymous=v.anonymous, mountpoint="", bytes=v.data_bytes,
+                               used_by=()))
+    return fake, image_ids, container_ids

@@ -1,0 +1,66 @@
+"""Golden plans: one generated inventory and ledger, a table of policies, and the exact plan
+each gives. A change in any decision, reason or byte shows up as a diff here.
+
+Regenerate after an intended change with: pytest tests/unit/test_plan_golden.py --regen-golden
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reclaim.lastuse import LastUse, Usage
+from reclaim.planfile import plan_to_json
+from reclaim.policy.plan import plan
+from reclaim.policy.rules import build_policy
+from reclaim.sandbox.content import FixtureSpec, build_fixture
+from tests.fakes import fake_from_truth
+
+GOLDEN = Path(__file__).parent / "golden"
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+POLICIES: dict[str, dict[str, dict[str, Any]]] = {
+    "defaults": {},
+    "max-age-14d": {"images": {"max_age": "14d"}},
+    "quota-100M": {"images": {"quota": "100M"}},
+    "quota-100M-keep": {"images": {"quota": "100M", "keep": ["fx/web:*"],
+                                   "keep_latest": 1}},
+    "dangling": {"images": {"dangling": "after-min-age", "min_age": "3d"}},
+    "everything": {"images": {"quota": "0", "min_age": "0s"},
+                   "containers": {"exited_after": "1d", "created_after": "7d"},
+                   "volumes": {"dangling_after": "1d", "all": True}},
+}
+
+
+@functools.cache
+def world() -> tuple[Any, dict[str, Usage], dict[str, datetime]]:
+    truth = build_fixture(FixtureSpec()).truth
+    fake, image_ids, _ = fake_from_truth(truth, created=NOW - timedelta(days=20))
+    usage: dict[str, Usage] = {}
+    for n, (key, image_id) in enumerate(sorted(image_ids.items())):
+        # A spread of histories: never used, used long ago, used recently.
+        first = NOW - timedelta(days=30 + n % 7)
+        last = None if n % 3 == 0 else LastUse(NOW - timedelta(days=n % 25, hours=n),
+                                               "event", f"job-{n}")
+        usage[image_id] = Usage(image_id, first, last, None, tuple(truth.image(key).tags))
+    volume_since = {v.name: NOW - timedelta(days=2 + n) for n, v in enumerate(truth.volumes)}
+    return fake.inventory(), usage, volume_since
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_golden_plan(name: str, request: pytest.FixtureRequest) -> None:
+    inventory, usage, volume_since = world()
+    made = plan(inventory, usage, build_policy(POLICIES[name]), NOW, volume_since=volume_since)
+    document = plan_to_json(made)
+    path = GOLDEN / f"plan-{name}.json"
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    if request.config.getoption("--regen-golden"):
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with --regen-golden"
+    assert json.loads(path.read_text()) == document
