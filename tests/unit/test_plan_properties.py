@@ -159,3 +159,38 @@ def test_lru_order_and_unknown_is_never_oldest() -> None:
     p = plan(fake.inventory(), usage, policy, NOW)
     assert image_actions(p) == [iid(1), iid(2)]
     assert all(a.reason.rule == "quota" for a in p.actions)
+
+
+def test_containers_are_removed_by_age_and_keep_last_per_image() -> None:
+    from reclaim.policy.rules import ContainerPolicy
+
+    fake = FakeRuntime()
+    fake.add_image(iid(1), tags=["job:1"], layers=[("sha256:" + "1" * 64, 10)])
+    days = [1, 3, 5, 8]
+    for n, d in enumerate(days):
+        fake.add_container(Container(f"{n:064x}", f"run-{d}d", iid(1), ContainerState.EXITED,
+                                     created=NOW - timedelta(days=d + 1),
+                                     finished=NOW - timedelta(days=d)))
+    fake.add_container(Container("e" * 64, "fresh", iid(1), ContainerState.CREATED,
+                                 created=NOW - timedelta(seconds=1)))
+    fake.add_container(Container("f" * 64, "live", iid(1), ContainerState.RUNNING,
+                                 created=NOW - timedelta(days=30)))
+    policy = Policy(containers=ContainerPolicy(exited_after=2 * DAY, created_after=60.0,
+                                               keep_last=2))
+    p = plan(fake.inventory(), {}, policy, NOW)
+    removed = sorted(a.refs[0] for a in p.actions if a.kind == "container")
+    # run-1d and run-3d are the two most recent (kept); run-5d and run-8d are old enough.
+    assert removed == ["run-5d", "run-8d"]
+    reasons = {k.id: k.reason.rule for k in p.kept if k.kind == "container"}
+    assert reasons["f" * 64] == "running"
+    assert reasons["e" * 64] == "created-age"  # created a second ago: never removed
+
+
+def test_containers_younger_than_a_minute_cannot_be_asked_for() -> None:
+    import pytest
+
+    from reclaim.errors import UsageError
+    from reclaim.policy.rules import build_policy
+
+    with pytest.raises(UsageError, match=r"containers\.created_after"):
+        build_policy({"containers": {"created_after": "1s"}})

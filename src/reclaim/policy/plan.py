@@ -308,6 +308,15 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
     rules = policy.containers
     actions: list[Action] = []
     kept: list[Kept] = []
+    recent: set[str] = set()
+    if rules.keep_last > 0:
+        by_image: dict[str, list[Container]] = {}
+        for c in containers:
+            if c.state in (ContainerState.EXITED, ContainerState.DEAD):
+                by_image.setdefault(c.image_id, []).append(c)
+        for group in by_image.values():
+            group.sort(key=lambda c: (c.finished or c.created or now, c.id), reverse=True)
+            recent.update(c.id for c in group[: rules.keep_last])
     for c in sorted(containers, key=lambda c: c.id):
         def keep(rule: str, detail: str, cid: str = c.id) -> None:
             kept.append(Kept("container", cid, Reason(rule, detail)))
@@ -318,6 +327,9 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
             keep("off", "containers are collected only when configured")
         elif (label := labels_match(rules.keep_labels, c.labels)) is not None:
             keep("keep-label", f"has label {label!r}")
+        elif c.id in recent:
+            keep("keep-last", f"among the {rules.keep_last} most recently finished containers "
+                 "of its image")
         elif c.state in (ContainerState.EXITED, ContainerState.DEAD):
             since = c.finished or c.created
             if rules.exited_after is None or since is None:

@@ -49,6 +49,9 @@ class ContainerPolicy:
     exited_after: float | None = None  # remove exited/dead containers finished this long ago
     created_after: float | None = None  # remove never-started containers created this long ago
     keep_labels: tuple[str, ...] = ()
+    # Per image, keep the N most recently finished stopped containers (their logs and files
+    # are what someone looks at after a failure).
+    keep_last: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -165,7 +168,7 @@ def _convert(setting: str, key: str, value: Any) -> Any:
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
             raise UsageError(f"{setting}: expected a list of strings")
         return tuple(items)
-    if key == "keep_latest":
+    if key in ("keep_latest", "keep_last"):
         try:
             number = int(value)
         except (TypeError, ValueError):
@@ -186,7 +189,17 @@ def _convert(setting: str, key: str, value: Any) -> Any:
     raise UsageError(f"{setting}: unknown setting")
 
 
+# A container created (or stopped) moments ago may be about to start (or be inspected):
+# reclaim never removes one younger than this, whatever the settings say.
+MIN_CONTAINER_AGE = 60.0
+
+
 def _check(policy: Policy) -> None:
+    for setting in ("exited_after", "created_after"):
+        value = getattr(policy.containers, setting)
+        if value is not None and value < MIN_CONTAINER_AGE:
+            raise UsageError(f"containers.{setting}: at least 1m; a container that young may "
+                             "be about to start")
     images = policy.images
     if images.max_age is not None and images.max_age < images.min_age:
         raise UsageError("images.max_age: shorter than images.min_age; nothing could satisfy both")
