@@ -403,48 +403,6 @@ def fsck(data_root: str | None, as_json: bool, do_quarantine: bool, restore_id: 
         output.show_fsck(result)
 
 
-@cli.command()
-@click.option("--data-root", metavar="DIR", default=None,
-              help="The engine's data root (default /var/lib/docker).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (reclaim.fsck/v1).")
-@click.option("--quarantine", "do_quarantine", is_flag=True,
-              help="Move proven orphans to <data-root>/../reclaim-quarantine/<batch>/.")
-@click.option("--restore", "restore_id", metavar="ID", help="Put a quarantined batch back.")
-@click.option("--purge", "do_purge", is_flag=True, help="Delete quarantined batches.")
-@click.option("--older-than", metavar="DUR", help="With --purge: only batches older than DUR.")
-@click.option("--engine-stopped", is_flag=True,
-              help="The engine is stopped (checked): one look suffices, no age threshold.")
-def fsck(data_root: str | None, as_json: bool, do_quarantine: bool, restore_id: str | None,
-         do_purge: bool, older_than: str | None, engine_stopped: bool) -> None:
-    """Leaked storage under the data root: proof, quarantine, restore, purge."""
-    from reclaim.fsck import run as fsck_run
-    from reclaim.units import parse_duration
-
-    if sum((do_quarantine, restore_id is not None, do_purge)) > 1:
-        raise UsageError("--quarantine, --restore and --purge go one at a time")
-    if older_than is not None and not do_purge:
-        raise UsageError("--older-than goes with --purge")
-    root = data_root or fsck_run.DEFAULT_DATA_ROOT
-    if restore_id is not None:
-        result = fsck_run.restore(root, restore_id)
-    elif do_purge:
-        age = parse_duration(older_than, setting="--older-than") if older_than else None
-        result = fsck_run.purge(root, older_than=age)
-    else:
-        with output.progress(enabled=not as_json) as progress:
-            def sized(done: int) -> None:
-                progress("sizing directories", done, None)
-
-            if do_quarantine:
-                result = fsck_run.quarantine(root, engine_stopped=engine_stopped, progress=sized)
-            else:
-                result = fsck_run.report(root, engine_stopped=engine_stopped, progress=sized)
-    if as_json:
-        output.emit_json(result.to_json())
-    else:
-        output.show_fsck(result)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The error boundary: every expected failure is one line and an exit code."""
     try:

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
     from reclaim.fsck.run import FsckResult
 
-    from reclaim.fsck.run import FsckResult
-
 # rich is imported only for what a person reads: the JSON and error paths of a cron job or a
 # script do not pay its start-up.
 
@@ -399,40 +397,3 @@ def show_history(entries: list[Entry]) -> None:
         table.add_row(format_time(e.at) or "", e.kind, what, human_bytes(e.predicted_bytes),
                       e.rule, e.detail)
     _stdout().print(table)
-
-
-def show_fsck(result: FsckResult) -> None:
-    """The fsck report: one row per finding with its bytes and evidence, then what was done."""
-    from rich.table import Table
-
-    out = _stdout()
-    scan = result.scan
-    if scan is not None:
-        state = "running (assumed)" if scan.engine_running else "stopped (checked)"
-        out.print(f"Data root: {scan.data_root} ({scan.driver}); engine {state}; "
-                  f"{scan.looks} look(s)")
-        for blocker in scan.blockers:
-            out.print(f"Not acting: {blocker}")
-        if not scan.findings:
-            out.print("No leaked storage found.")
-        else:
-            table = Table(show_edge=False, box=None, pad_edge=False)
-            for column in ("CLASS", "PATH", "SIZE", "ACTION", "EVIDENCE"):
-                table.add_column(column, justify="right" if column == "SIZE" else "left",
-                                 no_wrap=column != "EVIDENCE")
-            for f in scan.findings:
-                path = f.path if len(f.path) < 60 else f.path[:44] + "…" + f.path[-12:]
-                table.add_row(f.cls, path, human_bytes(f.bytes), f.action, "; ".join(f.evidence))
-            out.print(table)
-            out.print(f"Reclaimable: {human_bytes(scan.reclaimable_bytes)} "
-                      "(orphan layers and volumes proven unreferenced)")
-    for batch in result.batches:
-        verb = {"quarantine": "Quarantined", "restore": "Restored", "purge": "Purged"}.get(
-            result.mode, result.mode)
-        out.print(f"{verb} batch {batch.id}: {len(batch.entries)} entries, "
-                  f"{human_bytes(batch.bytes)} ({batch.path})")
-    if result.mode == "purge" and not result.batches:
-        out.print("No quarantined batch to purge.")
-
-
-# -- plan, apply, history ----------------------------------------------------------------------
