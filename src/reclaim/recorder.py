@@ -34,10 +34,15 @@ class Recorder:
     def __init__(self, ledger: Ledger, resolve: ImageResolver | None = None) -> None:
         self.ledger = ledger
         self.resolve = resolve
+        # Tags to image ids, read from the ledger once and dropped whenever an image event
+        # may have moved a tag: looking each event's tag up in the database costs more than
+        # the write of the event itself.
+        self._refs: dict[str, str] | None = None
 
     def catch_up(self, inventory: Inventory, now: datetime) -> None:
         """Reconcile the ledger with an inventory taken now."""
         self.ledger.observe(inventory, now)
+        self._refs = None
 
     def handle(self, events: Iterable[Event], now: datetime) -> int:
         """Write one batch of events in one transaction, with the checkpoint after the last
@@ -54,6 +59,7 @@ class Recorder:
                     uses += self._container_event(db, event)
                 elif event.type == "image":
                     self._image_event(db, event)
+                    self._refs = None
             self.ledger.set_checkpoint_in(db, max(e.time for e in batch))
         return uses
 
@@ -89,7 +95,11 @@ class Recorder:
             return None
         if _looks_like_id(ref):
             return ref if ref.startswith("sha256:") else "sha256:" + ref
-        found = self.ledger.image_by_ref(ref)
+        if self._refs is None:
+            self._refs = self.ledger.ref_index()
+        found = self._refs.get(ref)
         if found is None and self.resolve is not None:
             found = self.resolve(ref)
+            if found is not None:
+                self._refs[ref] = found
         return found

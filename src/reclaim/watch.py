@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 
-from reclaim.errors import EXIT_OK, NotFound, ReclaimError
+from reclaim.errors import EXIT_OK, EXIT_PARTIAL, NotFound, ReclaimError
 from reclaim.model import Event
 from reclaim.recorder import IMAGE_ARRIVALS, USE_ACTIONS, Recorder
 from reclaim.runtimes.base import Runtime
+from reclaim.state.store import StateBusy, StateWriteFailed
 from reclaim.state.usage import Ledger
 
 # One structured log line: ordered key/value pairs (the CLI prints them as key=value).
@@ -74,6 +75,7 @@ class WatchStats:
     batches: int = 0
     reconnects: int = 0
     catch_ups: int = 0
+    write_failures: int = 0
     backoffs: list[float] = field(default_factory=list)
 
 
@@ -170,8 +172,10 @@ class Watcher:
                 since = reconnected
             self._flush()
         self.log({"event": "stopped", "events": self.stats.events, "uses": self.stats.uses,
-                  "checkpoint": self.ledger.checkpoint()})
-        return EXIT_OK
+                  "checkpoint": self.ledger.checkpoint(), "unwritten": len(self._batch)})
+        # Events that could not be written are replayed from the checkpoint next time, as far
+        # as the engine still holds them; the exit status says they were not written now.
+        return EXIT_OK if not self._batch else EXIT_PARTIAL
 
     def _start(self) -> datetime:
         """The first catch-up. Events are followed from the checkpoint; on the very first run
@@ -288,11 +292,21 @@ class Watcher:
             self._flush()
 
     def _flush(self) -> None:
-        """The batch and its checkpoint, in one transaction."""
+        """The batch and its checkpoint, in one transaction. When the write fails (disk full,
+        the database held by another reclaim), the previous state is intact: say so loudly,
+        keep the batch, and try again at the next flush."""
         if not self._batch:
             return
-        batch, self._batch = self._batch, []
-        self.stats.uses += self.recorder.handle(batch, self.now())
+        try:
+            self.stats.uses += self.recorder.handle(self._batch, self.now())
+        except (StateWriteFailed, StateBusy) as exc:
+            self.stats.write_failures += 1
+            self.log({"event": "write-failed", "error": exc.message,
+                      "pending": len(self._batch)})
+            # Counted from now: the next try is one flush interval away.
+            self._batch_started = self.monotonic()
+            return
+        self._batch = []
         self.stats.batches += 1
 
     # -- resolving and logging -----------------------------------------------------------

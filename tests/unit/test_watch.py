@@ -326,3 +326,49 @@ def test_docker_messages_map_to_events() -> None:
     assert _event_from_message({"Type": "network", "Action": "connect", "time": 1,
                                 "Actor": {"ID": "n"}}) is None
     assert _event_from_message({"Type": "container", "Action": "start"}) is None
+
+
+def test_a_failed_write_keeps_the_batch_and_retries(
+    fake: FakeRuntime, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reclaim.state.store import StateWriteFailed
+
+    clock = FakeClock()
+    for n in range(4):
+        fake.emit(container_event("start", f"c{n}", "x:1", 10 + n))
+    w = watcher(fake, ledger, clock, batch_size=2)
+    real = w.recorder.handle
+    failures = iter([True, False])
+
+    def flaky(events: list[Event], now: datetime) -> int:
+        if next(failures, False):
+            raise StateWriteFailed("writing the state database failed: database or disk is "
+                                   "full; the previous state is intact")
+        return real(events, now)
+
+    monkeypatch.setattr(w.recorder, "handle", flaky)
+    stop_on(w, clock, 1)
+    assert w.run() == EXIT_OK
+    assert w.stats.write_failures == 1
+    assert any(line.get("event") == "write-failed" for line in w.lines)  # type: ignore[attr-defined]
+    # Nothing was lost: the kept batch went in with the next write.
+    assert last_used(ledger, X) == (at(13), "event")
+    assert ledger.checkpoint() == at(13)
+
+
+def test_writes_that_never_succeed_end_with_exit_1(
+    fake: FakeRuntime, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reclaim.state.store import StateWriteFailed
+
+    clock = FakeClock()
+    fake.emit(container_event("start", "c1", "x:1", 10))
+    w = watcher(fake, ledger, clock)
+
+    def full(events: list[Event], now: datetime) -> int:
+        raise StateWriteFailed("database or disk is full")
+
+    monkeypatch.setattr(w.recorder, "handle", full)
+    stop_on(w, clock, 1)
+    assert w.run() == 1
+    assert ledger.checkpoint() == T0  # the state before stays as it was

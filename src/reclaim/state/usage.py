@@ -143,6 +143,14 @@ class Ledger:
         ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
+    def ref_index(self) -> dict[str, str]:
+        """Every tag of every image still present, to the image it names."""
+        rows = self.store.conn.execute(
+            "SELECT json_each.value, image_id FROM images, json_each(images.refs)"
+            " WHERE gone_at IS NULL"
+        ).fetchall()
+        return {str(ref): str(image_id) for ref, image_id in rows}
+
     def image_by_ref(self, ref: str) -> str | None:
         """The image a tag names, as last seen (events name images by the reference given)."""
         row = self.store.conn.execute(
