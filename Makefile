@@ -41,7 +41,11 @@ test: provision lint
 
 bench: provision
 	$(BIN)/python bench/bench_accounting.py
+	$(BIN)/python bench/bench_plan.py
 	$(BIN)/python bench/bench_df.py
+	$(BIN)/python bench/bench_ledger.py
+	$(BIN)/python bench/bench_apply.py
+	$(BIN)/python bench/bench_fsck.py
 
 clean: demo-stop
 	rm -rf $(VENV) .sandbox
