@@ -156,3 +156,25 @@ class FreeingSet:
         self.chosen.append(image_id)
         self.freed += freed
         return freed
+
+    def droppable(self, image_id: str) -> int:
+        """The bytes this set would stop freeing if the image were taken out of it."""
+        acc = self._acc
+        return sum(
+            acc._sizes[p]
+            for p in acc._pieces_of.get(image_id, ())
+            if not acc._pinned[p] and self._inside.get(p, 0) == acc._referrers[p]
+        )
+
+    def remove(self, image_id: str) -> int:
+        """Take a chosen image out again; returns the bytes no longer freed."""
+        acc = self._acc
+        lost = 0
+        for p in acc._pieces_of.get(image_id, ()):
+            n = self._inside.get(p, 0)
+            if n == acc._referrers[p] and not acc._pinned[p]:
+                lost += acc._sizes[p]
+            self._inside[p] = n - 1
+        self.chosen.remove(image_id)
+        self.freed -= lost
+        return lost

@@ -8,6 +8,7 @@ to the plan's prediction exactly; shared layers are counted once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -121,6 +122,10 @@ def plan(
                 filesystem)
 
 
+def _keep(kept: list[Kept], kind: str, object_id: str, rule: str, detail: str) -> None:
+    kept.append(Kept(kind, object_id, Reason(rule, detail)))
+
+
 # -- images ----------------------------------------------------------------------------------
 
 
@@ -178,9 +183,7 @@ def _images(
     for image in sorted(inventory.images, key=lambda i: i.id):
         basis = bases[image.id]
         age = (now - basis.when).total_seconds()
-
-        def keep(rule: str, detail: str, image_id: str = image.id) -> None:
-            kept.append(Kept("image", image_id, Reason(rule, detail)))
+        keep = functools.partial(_keep, kept, "image", image.id)
 
         if image.id in users:
             names = ", ".join(sorted(c.name for c in users[image.id])[:3])
@@ -293,10 +296,12 @@ def _evict(accounting: Accounting, already: list[str], lru: list[str], need: int
         chosen.append(image_id)
     if freeing.freed - base < need:
         return chosen  # cannot be met: everything allowed goes, and the caller says so
+    # Newest first, each image is taken out again if the target holds without it. What an
+    # image's removal loses is read off the piece counts, so the pass is linear.
     for image_id in reversed(list(chosen)):
-        trial = [i for i in chosen if i != image_id]
-        if accounting.freed_by(already + trial) - accounting.freed_by(already) >= need:
-            chosen = trial
+        if freeing.freed - base - freeing.droppable(image_id) >= need:
+            freeing.remove(image_id)
+            chosen.remove(image_id)
     return chosen
 
 
@@ -318,9 +323,7 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
             group.sort(key=lambda c: (c.finished or c.created or now, c.id), reverse=True)
             recent.update(c.id for c in group[: rules.keep_last])
     for c in sorted(containers, key=lambda c: c.id):
-        def keep(rule: str, detail: str, cid: str = c.id) -> None:
-            kept.append(Kept("container", cid, Reason(rule, detail)))
-
+        keep = functools.partial(_keep, kept, "container", c.id)
         if not c.state.stopped:
             keep("running", f"{c.state.value}: never removed")
         elif not rules.enabled:
@@ -362,8 +365,7 @@ def _volumes(volumes: tuple[Volume, ...], policy: Policy, now: datetime,
     actions: list[Action] = []
     kept: list[Kept] = []
     for v in sorted(volumes, key=lambda v: v.name):
-        def keep(rule: str, detail: str, name: str = v.name) -> None:
-            kept.append(Kept("volume", name, Reason(rule, detail)))
+        keep = functools.partial(_keep, kept, "volume", v.name)
 
         if v.used_by:
             keep("in-use", f"mounted by {len(v.used_by)} container(s)")
