@@ -10,6 +10,7 @@ reported and the rest goes on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -89,31 +90,34 @@ def stale_reason(action: Action, inventory: Inventory, usage: Mapping[str, Usage
     return None
 
 
-def _delete_image(runtime: Runtime, action: Action) -> Outcome:
-    """Each tag, then the id; re-checking before every step that the engine would allow even
-    though the image is in use (removing one of several tags)."""
+def _delete_image(runtime: Runtime, action: Action, has_digests: bool) -> Outcome:
+    """Each tag, then the id where something else still names it; re-checking for users
+    before every tag the engine would remove even though the image is in use: all but the
+    last (the last tag of an image in use, or its id, the engine itself refuses to remove)."""
     tags = runtime.image_refs(action.id)
     if tags is None:
         return Outcome(action, "skipped", "already gone")
     if sorted(tags) != sorted(action.refs):
         return Outcome(action, "skipped", f"retagged just now (now {', '.join(tags) or '-'})")
     for n, tag in enumerate(tags):
-        users = runtime.image_users(action.id)
-        if users:
+        if n < len(tags) - 1 and runtime.image_users(action.id):
             done = f" after removing {n} of its tags" if n else ""
             return Outcome(action, "skipped", f"a container started using it{done}")
         runtime.remove_image(tag)
-    if runtime.image_refs(action.id) is not None:
-        if runtime.image_users(action.id):
-            return Outcome(action, "skipped", "a container started using it")
+    if not tags:
         runtime.remove_image(action.id)
+    elif has_digests:
+        # Still named by a digest after its last tag went; or the last tag took it along.
+        with contextlib.suppress(NotFound):
+            runtime.remove_image(action.id)
     return Outcome(action, "deleted")
 
 
-def _execute(runtime: Runtime, action: Action, build_cache: Callable[[], int]) -> Outcome:
+def _execute(runtime: Runtime, action: Action, build_cache: Callable[[], int],
+             has_digests: bool = False) -> Outcome:
     try:
         if action.kind == "image":
-            return _delete_image(runtime, action)
+            return _delete_image(runtime, action, has_digests)
         if action.kind == "container":
             runtime.remove_container(action.id)
         elif action.kind == "volume":
@@ -151,6 +155,8 @@ def apply_actions(
         else:
             result.skipped.append((action, why))
 
+    digested = {i.id for i in before.images if i.digests}
+
     def settle(outcome: Outcome) -> None:
         action = outcome.action
         if outcome.status == "deleted":
@@ -172,7 +178,9 @@ def apply_actions(
         if not group:
             continue
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for outcome in pool.map(lambda a: _execute(runtime, a, build_cache), group):
+            for outcome in pool.map(
+                lambda a: _execute(runtime, a, build_cache, a.id in digested), group
+            ):
                 settle(outcome)
     return result
 
