@@ -31,7 +31,7 @@ from reclaim.errors import (
     UsageError,
 )
 from reclaim.lock import apply_lock
-from reclaim.model import EngineInfo
+from reclaim.model import EngineInfo, Inventory
 from reclaim.planfile import plan_to_json, read_plan
 from reclaim.policy.plan import Action, FilesystemUsage, Plan, plan
 from reclaim.policy.rules import Policy
@@ -207,7 +207,7 @@ def _filesystem(engine: EngineInfo) -> FilesystemUsage | None:
 
 
 def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
-               progress: Any) -> tuple[Plan, Ledger]:
+               progress: Any) -> tuple[Plan, Ledger, Inventory]:
     inventory = runtime.inventory(progress=progress)
     now = datetime.now(UTC)
     ledger = _open_ledger(g, inventory.engine)
@@ -219,7 +219,7 @@ def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
     except ValueError as exc:
         ledger.store.close()
         raise UsageError(str(exc)) from exc
-    return made, ledger
+    return made, ledger, inventory
 
 
 @cli.command("plan")
@@ -235,7 +235,7 @@ def plan_command(g: Globals, /, verbose: bool, as_json: bool, out: str | None,
     runtime = _open_runtime(g)
     try:
         with output.progress(enabled=not as_json) as progress:
-            made, ledger = _make_plan(g, runtime, policy, progress)
+            made, ledger, _ = _make_plan(g, runtime, policy, progress)
         ledger.store.close()
     finally:
         runtime.close()
@@ -278,14 +278,18 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
                 actions, created = stored.actions, stored.created_at
                 cache = stored.build_cache
                 ledger = _open_ledger(g, engine)
+                # A plan made earlier is re-validated against the engine as it is now.
+                before = runtime.inventory()
+                Recorder(ledger).catch_up(before, datetime.now(UTC))
             else:
                 assert policy is not None
-                made, ledger = _make_plan(g, runtime, policy, no_progress)
+                # Planned a moment ago from this very inventory: it is the "before".
+                made, ledger, before = _make_plan(g, runtime, policy, no_progress)
                 actions, created = made.actions, made.created_at
                 keep = policy.build_cache.keep_storage
                 cache = (keep.bytes if keep else None, policy.build_cache.older_than)
             try:
-                result = _apply(runtime, ledger, actions, created, cache, yes=yes,
+                result = _apply(runtime, ledger, before, actions, created, cache, yes=yes,
                                 as_json=as_json)
             finally:
                 ledger.store.close()
@@ -299,12 +303,9 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
         raise PartialFailure(f"{len(result.failed)} deletion(s) failed; the rest were done")
 
 
-def _apply(runtime: DockerRuntime, ledger: Ledger, actions: tuple[Action, ...],
-           created: datetime, cache: tuple[int | None, float | None], *, yes: bool,
-           as_json: bool) -> ApplyResult:
-    before = runtime.inventory()
-    now = datetime.now(UTC)
-    Recorder(ledger).catch_up(before, now)
+def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
+           actions: tuple[Action, ...], created: datetime,
+           cache: tuple[int | None, float | None], *, yes: bool, as_json: bool) -> ApplyResult:
     if not actions:
         return ApplyResult()
     if not yes and not output.confirm(
