@@ -20,12 +20,12 @@ from reclaim.fsck.errors import FsckRefused
 from reclaim.sandbox import engines
 from reclaim.sandbox.engines import SandboxEngine
 from tests.engine.test_sandbox import (
-    busybox_rootfs_tar,
     client_for,
     create,
     import_busybox,
     needs_root_and_docker,
 )
+from tests.rootfs import busybox_rootfs_tar
 
 pytestmark = [needs_root_and_docker, pytest.mark.engine]
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,36 +18,14 @@ import pytest
 
 from reclaim.sandbox import debian, engines
 from reclaim.sandbox.engines import ENGINE_KINDS, SandboxEngine
+from tests.rootfs import busybox_rootfs_tar
 
-BUSYBOX = Path("/usr/bin/busybox")
 IMAGE = "sandbox-busybox:1"
 
 needs_root_and_docker = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("dockerd", path=engines.SYSTEM_PATH) is None,
     reason="needs root and Debian's docker.io (engines.ensure_host_packages())",
 )
-
-
-def busybox_rootfs_tar() -> bytes:
-    """A minimal root filesystem: the static busybox and the applets the tests run."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in ("bin", "dev", "etc", "proc", "sys", "tmp"):
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        data = BUSYBOX.read_bytes()
-        info = tarfile.TarInfo("bin/busybox")
-        info.size = len(data)
-        info.mode = 0o755
-        tar.addfile(info, io.BytesIO(data))
-        for applet in ("sh", "sleep", "true"):
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-    return buf.getvalue()
 
 
 @pytest.fixture

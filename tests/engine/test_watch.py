@@ -17,7 +17,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ from reclaim.sandbox import engines
 from reclaim.sandbox.engines import SandboxEngine
 from reclaim.timeutil import parse_time
 from tests.conftest import KINDS
+from tests.rootfs import busybox_rootfs_tar
 
 pytestmark = [
     pytest.mark.engine,
@@ -43,35 +43,8 @@ pytestmark = [
     ),
 ]
 
-BUSYBOX = Path("/usr/bin/busybox")
 KIND = "docker20" if "docker20" in KINDS or not KINDS else KINDS[0]
 DEADLINE = 60.0
-
-
-def rootfs_tar(marker: str) -> bytes:
-    """busybox with `true`, and a marker file so that each image gets an id of its own."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in ("bin", "dev", "etc", "proc", "sys", "tmp"):
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        data = BUSYBOX.read_bytes()
-        info = tarfile.TarInfo("bin/busybox")
-        info.size = len(data)
-        info.mode = 0o755
-        tar.addfile(info, io.BytesIO(data))
-        for applet in ("sh", "true"):
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-        payload = marker.encode()
-        info = tarfile.TarInfo("etc/marker")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    return buf.getvalue()
 
 
 @dataclass
@@ -97,7 +70,8 @@ def box() -> Iterator[Box]:
         client = docker.APIClient(base_url=engine.url, version="auto", timeout=120)
         try:
             for name in ("watch-x", "watch-y", "watch-never", "watch-churn"):
-                client.import_image(src=io.BytesIO(rootfs_tar(name)), repository=name, tag="1")
+                rootfs = busybox_rootfs_tar(name, applets=("sh", "true"))
+                client.import_image(src=io.BytesIO(rootfs), repository=name, tag="1")
         finally:
             client.close()
         yield Box(engine)
