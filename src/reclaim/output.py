@@ -11,20 +11,21 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from reclaim.apply import ApplyResult, Outcome
 from reclaim.df import DfReport
 from reclaim.lastuse import Usage
-from reclaim.policy.plan import Action, Plan
 from reclaim.runtimes.base import Progress as ProgressFn
 from reclaim.runtimes.base import no_progress
-from reclaim.state.journal import Entry
 from reclaim.timeutil import format_time, human_ago
 from reclaim.units import human_bytes
 
 if TYPE_CHECKING:
+    # Only named in signatures: `reclaim df` need not import the planner and apply to start.
     from rich.console import Console
 
+    from reclaim.apply import ApplyResult, Outcome
     from reclaim.fsck.run import FsckResult
+    from reclaim.policy.plan import Action, Plan
+    from reclaim.state.journal import Entry
 
 # rich is imported only for what a person reads: the JSON and error paths of a cron job or a
 # script do not pay its start-up.
