@@ -57,13 +57,25 @@ class ApplyResult:
         }
 
 
-def stale_reason(action: Action, inventory: Inventory, usage: Mapping[str, Usage]) -> str | None:
+class _Current:
+    """The fresh inventory, indexed once: every action is looked up in it."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.images = {i.id: i for i in inventory.images}
+        self.containers = {c.id: c for c in inventory.containers}
+        self.volumes = {v.name: v for v in inventory.volumes}
+        self.users: dict[str, list[str]] = {}
+        for c in inventory.containers:
+            self.users.setdefault(c.image_id, []).append(c.name)
+
+
+def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage]) -> str | None:
     """Why an action no longer holds against what the engine and the ledger say now."""
     if action.kind == "image":
-        image = next((i for i in inventory.images if i.id == action.id), None)
+        image = now.images.get(action.id)
         if image is None:
             return "already gone"
-        users = [c.name for c in inventory.containers if c.image_id == action.id]
+        users = now.users.get(action.id)
         if users:
             return f"now used by container {users[0]}"
         if sorted(image.tags) != sorted(action.refs):
@@ -73,7 +85,7 @@ def stale_reason(action: Action, inventory: Inventory, usage: Mapping[str, Usage
                 record.age_basis.when > action.basis + _BASIS_SLACK:
             return f"used since the plan ({record.age_basis.source} {record.age_basis.when:%F %T})"
     elif action.kind == "container":
-        container = next((c for c in inventory.containers if c.id == action.id), None)
+        container = now.containers.get(action.id)
         if container is None:
             return "already gone"
         if not container.state.stopped:
@@ -82,7 +94,7 @@ def stale_reason(action: Action, inventory: Inventory, usage: Mapping[str, Usage
         if action.basis is not None and since is not None and since > action.basis + _BASIS_SLACK:
             return "ran again since the plan"
     elif action.kind == "volume":
-        volume = next((v for v in inventory.volumes if v.name == action.id), None)
+        volume = now.volumes.get(action.id)
         if volume is None:
             return "already gone"
         if volume.used_by:
@@ -148,8 +160,9 @@ def apply_actions(
 ) -> ApplyResult:
     result = ApplyResult(predicted_bytes=sum(a.bytes for a in actions))
     valid: list[Action] = []
+    current = _Current(before)
     for action in actions:
-        why = stale_reason(action, before, usage)
+        why = stale_reason(action, current, usage)
         if why is None:
             valid.append(action)
         else:

@@ -65,7 +65,7 @@ class Recorder:
 
     def _container_event(self, db: sqlite3.Connection, event: Event) -> int:
         known = self.ledger.container_image(event.id)
-        image_id = known[0] if known else self._image_id(event.image)
+        image_id = known[0] if known else self.image_id(event.image)
         name = (known[1] if known else "") or event.name or event.id[:12]
         if image_id is None:
             return 0
@@ -80,7 +80,7 @@ class Recorder:
         return 1
 
     def _image_event(self, db: sqlite3.Connection, event: Event) -> None:
-        image_id = self._image_id(event.id)
+        image_id = self.image_id(event.id)
         if image_id is None:
             return
         if event.action in IMAGE_ARRIVALS:
@@ -90,7 +90,9 @@ class Recorder:
         elif event.action == "delete":
             self.ledger.note_image_in(db, image_id, event.time, gone=True)
 
-    def _image_id(self, ref: str | None) -> str | None:
+    def image_id(self, ref: str | None) -> str | None:
+        """The image an event's reference names: an id as it is, a tag through the ledger's
+        tags, else through the resolver (the engine)."""
         if not ref:
             return None
         if _looks_like_id(ref):

@@ -330,7 +330,7 @@ class Watcher:
     def _image_for_log(self, ref: str | None) -> str | None:
         if not ref or ref.startswith("sha256:"):
             return ref
-        return self.ledger.image_by_ref(ref) or self._resolve(ref)
+        return self.recorder.image_id(ref)
 
     def _log_event(self, event: Event) -> None:
         action = event.action.split(":")[0]

@@ -151,14 +151,6 @@ class Ledger:
         ).fetchall()
         return {str(ref): str(image_id) for ref, image_id in rows}
 
-    def image_by_ref(self, ref: str) -> str | None:
-        """The image a tag names, as last seen (events name images by the reference given)."""
-        row = self.store.conn.execute(
-            "SELECT image_id FROM images, json_each(images.refs)"
-            " WHERE json_each.value = ? AND gone_at IS NULL", (ref,)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
     def volume_dangling_since(self) -> dict[str, datetime]:
         """When each volume was first seen dangling (still dangling now)."""
         rows = self.store.conn.execute(
