@@ -227,3 +227,23 @@ def test_last_use_is_the_latest_whatever_the_order(offsets: list[int], rnd: obje
         assert use is not None
         assert use.when == T0 + timedelta(seconds=max(offsets))
         led.store.close()
+
+
+def test_a_volume_dangles_from_when_it_was_first_seen_unused(tmp_path: Path) -> None:
+    from reclaim.model import Mount, Volume
+
+    fake = FakeRuntime()
+    fake.add_image(iid(1), tags=["a:1"], layers=[("sha256:" + "1" * 64, 10)])
+    fake.add_volume(Volume("cache", "local", {}, False, "", 0, ()))
+    led = ledger(tmp_path)
+    Recorder(led).catch_up(fake.inventory(), T0)
+    Recorder(led).catch_up(fake.inventory(), T0 + timedelta(days=2))
+    assert led.volume_dangling_since() == {"cache": T0}
+    # Used again: no longer dangling; unused later: dangling from then on.
+    fake.add_container(Container("c" * 64, "user", iid(1), ContainerState.EXITED, T0,
+                                 mounts=(Mount("volume", "cache", "", "/c"),)))
+    Recorder(led).catch_up(fake.inventory(), T0 + timedelta(days=3))
+    assert led.volume_dangling_since() == {}
+    fake.remove_container("c" * 64)
+    Recorder(led).catch_up(fake.inventory(), T0 + timedelta(days=4))
+    assert led.volume_dangling_since() == {"cache": T0 + timedelta(days=4)}
