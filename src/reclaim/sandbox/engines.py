@@ -138,6 +138,10 @@ def _which(name: str) -> str | None:
 def ensure_host_packages() -> None:
     """Install Debian's docker.io, containerd, runc and busybox-static if any binary is missing."""
     missing = [b for b in HOST_BINARIES if _which(b) is None]
+    # A dynamically linked busybox (Debian's `busybox`) cannot run inside the images the
+    # fixtures build: only the static one counts.
+    if not _static_busybox():
+        missing.append("busybox (static)")
     if not missing:
         return
     log.info("missing %s; installing %s", ", ".join(missing), " ".join(HOST_PACKAGES))
@@ -149,8 +153,20 @@ def ensure_host_packages() -> None:
                 tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
                 raise SandboxError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
     still = [b for b in HOST_BINARIES if _which(b) is None]
+    if not _static_busybox():
+        still.append("busybox (static)")
     if still:
         raise SandboxError(f"still missing after apt-get install: {', '.join(still)}")
+
+
+def _static_busybox() -> bool:
+    from reclaim.sandbox.content import find_busybox
+
+    try:
+        find_busybox()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
