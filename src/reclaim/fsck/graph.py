@@ -281,6 +281,16 @@ def _read_images(g: Graph) -> None:
                     g.tagged.add(hexpart)
 
 
+def _read_bolt(path: str, what: str) -> bbolt.BoltFile:
+    """A bolt file the engine keeps; unreadable or damaged means the references are unknown."""
+    try:
+        return bbolt.read(path)
+    except bbolt.BoltError as exc:
+        raise Unreadable(f"{what}: {exc}") from exc
+    except OSError as exc:
+        raise Unreadable(f"{what} {path}: {exc.strerror}") from exc
+
+
 def _read_buildkit(g: Graph) -> None:
     """Conservative: any id either database mentions anywhere keeps that layer dir and chain."""
     base = os.path.join(g.root, "buildkit")
@@ -288,12 +298,7 @@ def _read_buildkit(g: Graph) -> None:
         path = os.path.join(base, db)
         if not os.path.lexists(path):
             continue
-        try:
-            tree = bbolt.read(path)
-        except bbolt.BoltError as exc:
-            raise Unreadable(f"BuildKit database: {exc}") from exc
-        except OSError as exc:
-            raise Unreadable(f"BuildKit database {path}: {exc.strerror}") from exc
+        tree = _read_bolt(path, "BuildKit database")
         for _, key, value in tree.root.walk():
             for blob in (key, value):
                 g.buildkit_tokens.update(t.decode() for t in _BUILDKIT_TOKEN.findall(blob))
@@ -303,12 +308,7 @@ def _read_volume_store(g: Graph) -> None:
     path = os.path.join(g.root, "volumes", "metadata.db")
     if not os.path.lexists(path):
         return
-    try:
-        tree = bbolt.read(path)
-    except bbolt.BoltError as exc:
-        raise Unreadable(f"volume store: {exc}") from exc
-    except OSError as exc:
-        raise Unreadable(f"volume store {path}: {exc.strerror}") from exc
+    tree = _read_bolt(path, "volume store")
     bucket = tree.root.buckets.get(b"volumes")
     names = set() if bucket is None else {k.decode("utf-8", "surrogateescape")
                                           for k in (*bucket.items, *bucket.buckets)}
