@@ -14,7 +14,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -519,6 +519,21 @@ class DockerRuntime:
 
         with ThreadPoolExecutor(max_workers=self.api_workers) as pool:
             return dict(pool.map(one, ids))
+
+    def layer_inodes(self, chain_ids: Collection[str]) -> dict[str, int]:
+        """Inodes each layer holds, from the engine's own records on disk (layerinodes.py);
+        a remote engine, an unreadable data root or another store: unknown (empty)."""
+        # Imported here: only the planner under an inode watermark needs it, not df's start-up.
+        from reclaim.runtimes.layerinodes import containerd_layer_inodes, overlay2_layer_inodes
+
+        info = self.info()
+        if not (self.read_disk and info.data_root):
+            return {}
+        if info.image_store == "overlay2":
+            return overlay2_layer_inodes(info.data_root, chain_ids)
+        if info.image_store == "containerd":
+            return containerd_layer_inodes(info.data_root, chain_ids)
+        return {}
 
     # -- containers and volumes ----------------------------------------------------------
 
