@@ -68,10 +68,10 @@ def _open_ledger(g: Globals, engine: EngineInfo) -> Ledger:
     return Ledger(state_store.Store(path))
 
 
-def _open_runtime(g: Globals) -> DockerRuntime:
+def _open_runtime(g: Globals, *, containers_from_disk: bool = False) -> DockerRuntime:
     if g.runtime != "docker":
         raise UsageError(f"--runtime {g.runtime}: not supported yet; use --runtime docker")
-    return DockerRuntime(g.engine)
+    return DockerRuntime(g.engine, containers_from_disk=containers_from_disk)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,7 +101,7 @@ def cli(
 @click.pass_obj
 def df(g: Globals, verbose: bool, as_json: bool, sizes: bool) -> None:
     """Where the bytes are, and how many are reclaimable."""
-    runtime = _open_runtime(g)
+    runtime = _open_runtime(g, containers_from_disk=True)
     try:
         with output.progress(enabled=not as_json) as progress:
             inventory = runtime.inventory(sizes=sizes, progress=progress)

@@ -142,6 +142,37 @@ def test_disk_and_api_paths_give_the_same_answer(seeded: Seeded) -> None:
     assert api.api_calls >= 2 * len(b.images)
 
 
+def test_container_records_on_disk_say_what_the_engine_lists(seeded: Seeded) -> None:
+    """df reads `containers/*/config.v2.json` instead of waiting for the listing: every
+    container, in every state, must come out exactly as the engine lists it."""
+    api = DockerRuntime(seeded.engine.url)
+    disk = DockerRuntime(seeded.engine.url, containers_from_disk=True)
+    from_api, from_disk = api.inventory().containers, disk.inventory().containers
+    assert {c.state for c in from_api} >= {"running", "exited", "created"}
+    assert from_disk == from_api
+    assert disk.api_calls == api.api_calls - 1  # the listing was not asked for
+
+
+def test_a_container_record_the_engine_does_not_list_sends_df_to_the_engine(
+    seeded: Seeded,
+) -> None:
+    """A directory under containers/ that the engine does not know (or a data root that is
+    not the engine's own) makes the counts differ: the engine's listing is used instead."""
+    root = Path(seeded.engine.data_root)
+    donor = next((root / "containers").iterdir())
+    stray = root / "containers" / ("f" * 64)
+    stray.mkdir()
+    try:
+        (stray / "config.v2.json").write_bytes((donor / "config.v2.json").read_bytes())
+        disk = DockerRuntime(seeded.engine.url, containers_from_disk=True)
+        api = DockerRuntime(seeded.engine.url)
+        assert disk.inventory().containers == api.inventory().containers
+        assert disk.api_calls == api.api_calls  # the listing was asked for
+    finally:
+        (stray / "config.v2.json").unlink(missing_ok=True)
+        stray.rmdir()
+
+
 def test_human_tables_show_every_image(seeded: Seeded) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "reclaim", "--engine", seeded.engine.url, "df", "-v"],

@@ -12,12 +12,15 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reclaim.model import Layer
+from reclaim.timeutil import parse_time
 
 _HEX = frozenset("0123456789abcdef")
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -153,6 +156,80 @@ def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] |
     except (OSError, ValueError, AttributeError):
         return None
     return state if isinstance(state, dict) else None
+
+
+def container_listing(data_root: str) -> list[dict[str, Any]] | None:
+    """Every container's `config.v2.json` under `containers/`, turned into the shape of the
+    engine's `GET /containers/json?all=1` answer (plus `State` details: StartedAt, FinishedAt),
+    or None when the directory cannot be listed (the caller then asks the engine).
+
+    The engine writes these files atomically on every state change and loads its containers from
+    them when it starts, so they say what the listing says. A directory whose file cannot be
+    read is a container being created or removed right now: it is left out, as the listing
+    may also leave it out."""
+    base = os.path.join(data_root, "containers")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return None
+    listing: list[dict[str, Any]] = []
+    exact_created: list[datetime | None] = []
+    for cid in names:
+        if len(cid) != 64 or not set(cid) <= _HEX:
+            continue
+        try:
+            with open(os.path.join(base, cid, "config.v2.json"), "rb") as f:
+                raw = json.loads(f.read())
+            state = raw["State"]
+            config = raw.get("Config") or {}
+            created = raw.get("Created")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(state, dict):
+            continue
+        listing.append({
+            "Id": cid,
+            "Names": ["/" + str(raw.get("Name") or "").lstrip("/")],
+            "ImageID": str(raw.get("Image") or ""),
+            "State": _state_string(state),
+            "Created": _whole_seconds(created),
+            "Labels": config.get("Labels") or {},
+            "Mounts": [
+                {"Type": m.get("Type") or "", "Name": m.get("Name") or None,
+                 "Source": m.get("Source") or "", "Destination": m.get("Destination") or ""}
+                for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)
+            ],
+            "StateDetail": state,
+        })
+        exact_created.append(parse_time(created) if isinstance(created, str) else None)
+    # Newest first, as the engine lists them.
+    order = sorted(range(len(listing)), reverse=True,
+                   key=lambda i: (exact_created[i] or _EPOCH, listing[i]["Id"]))
+    return [listing[i] for i in order]
+
+
+def _whole_seconds(value: Any) -> int | None:
+    """Unix seconds, as the listing gives a container's creation time."""
+    when = parse_time(value) if isinstance(value, str) else None
+    return int(when.timestamp()) if when is not None else None
+
+
+def _state_string(state: dict[str, Any]) -> str:
+    """The engine's own derivation of a container's state word from its persisted flags."""
+    if state.get("Running"):
+        if state.get("Paused"):
+            return "paused"
+        if state.get("Restarting"):
+            return "restarting"
+        return "running"
+    if state.get("RemovalInProgress"):
+        return "removing"
+    if state.get("Dead"):
+        return "dead"
+    started = str(state.get("StartedAt") or "")
+    if not started or started.startswith("0001-"):
+        return "created"
+    return "exited"
 
 
 class ContentStore:
