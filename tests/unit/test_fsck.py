@@ -16,7 +16,7 @@ import pytest
 
 from reclaim.cli import main
 from reclaim.fsck import quarantine as q
-from reclaim.fsck import run, scan
+from reclaim.fsck import run, scan, version
 from reclaim.fsck.errors import FsckRefused, UnsafeName
 from reclaim.fsck.mounts import Mount, parse_mountinfo
 from reclaim.fsck.sizing import size_paths
@@ -122,6 +122,14 @@ def no_mounts() -> list[Mount]:
 def _host_mounts_unseen(monkeypatch: pytest.MonkeyPatch) -> None:
     """The host's own mounts (other engines' layers) are not part of these synthetic roots."""
     monkeypatch.setattr("reclaim.fsck.mounts.all_namespaces", no_mounts)
+
+
+@pytest.fixture(autouse=True)
+def _verified_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These roots stand for a Docker 20.10 data root, whatever dockerd this host has (the
+    version rule itself is tested in test_fsck_legacy.py, with a dockerd of its own)."""
+    found = [version.EngineVersion("Docker version 20.10.24, build test", (20, 10, 24), "test")]
+    monkeypatch.setattr(version, "detect", lambda pids: found)
 
 
 def listing(root: Path) -> dict[str, tuple[int, int, str | None]]:
@@ -352,15 +360,18 @@ def test_a_corrupt_volume_store_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("layout,match", [
-    ("aufs", "driver aufs"),
+    ("btrfs", "driver btrfs"),
+    ("two-drivers", "several storage drivers"),
     ("containerd", "containerd image store"),
     ("userns", "userns-remap"),
 ])
 def test_other_layouts_are_refused(tmp_path: Path, layout: str, match: str) -> None:
     tree = make_tree(tmp_path)
-    if layout == "aufs":
-        (tree.root / "image/overlay2").rename(tree.root / "image/aufs")
-        (tree.root / "aufs/diff").mkdir(parents=True)
+    if layout == "btrfs":
+        (tree.root / "image/overlay2").rename(tree.root / "image/btrfs")
+        (tree.root / "btrfs/subvolumes").mkdir(parents=True)
+    elif layout == "two-drivers":
+        (tree.root / "image/aufs/layerdb").mkdir(parents=True)
     elif layout == "containerd":
         (tree.root / "image/overlay2").rename(tmp_path / "gone")
         (tree.root / "containerd/daemon").mkdir(parents=True)

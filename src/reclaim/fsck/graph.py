@@ -141,7 +141,10 @@ class Graph:
     volume_store: set[str] | None = None  # None: there is no volumes/metadata.db
     volume_refs: dict[str, str] = field(default_factory=dict)
     mounted_volumes: set[str] = field(default_factory=set)
+    mounted_vfs: set[str] = field(default_factory=set)  # vfs/dir/<id> named by a mount
     mount_points: set[str] = field(default_factory=set)
+    # mounts that may hold layers but do not say which (an aufs mount whose branches are hidden)
+    unresolved_mounts: list[str] = field(default_factory=list)
     write_sets: list[str] = field(default_factory=list)
     odd_metadata: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
 
@@ -154,7 +157,14 @@ class Graph:
 
     @property
     def layers_dir(self) -> str:
+        """Where the layer dirs are: overlay2/<id>, aufs/diff/<id>."""
+        if self.driver == "aufs":
+            return os.path.join(self.root, "aufs", "diff")
         return os.path.join(self.root, self.driver)
+
+    def layer_rel(self, name: str) -> str:
+        """A layer dir's path relative to the data root."""
+        return os.path.relpath(os.path.join(self.layers_dir, name), self.root)
 
 
 def _json(text: str, what: str) -> Any:
@@ -239,8 +249,16 @@ def _read_containers(g: Graph) -> None:
         for point in (config.get("MountPoints") or {}).values():
             if isinstance(point, dict):
                 refs.extend(str(point.get(k) or "") for k in ("Name", "Source"))
-        # pre-1.7: Volumes{destination: host path}
-        refs.extend(str(v) for v in (config.get("Volumes") or {}).values())
+        refs.extend(_legacy_volumes(config, what))
+        legacy = os.path.join(path, "config.json")
+        if os.path.lexists(legacy) and os.path.lexists(os.path.join(path, "config.v2.json")):
+            # A container carried over from before 1.10 may keep its old config.json beside
+            # config.v2.json; volumes it names there still count (Docker reads them when
+            # MountPoints is empty).
+            old = _json(read_small(legacy, what) or "", f"{what} config.json")
+            if not isinstance(old, dict):
+                raise Unreadable(f"{what}: config.json is not a JSON object")
+            refs.extend(_legacy_volumes(old, what))
         for value in refs:
             if not value:
                 continue
@@ -252,6 +270,23 @@ def _read_containers(g: Graph) -> None:
             else:
                 g.volume_refs.setdefault(os.path.basename(value.rstrip("/")),
                                          f"mount point of container {name[:12]}")
+
+
+def _legacy_volumes(config: dict[str, Any], what: str) -> list[str]:
+    """A pre-1.7 container config's host paths, `Volumes {destination: host path}` (with
+    `VolumesRW {destination: bool}`). Anything of another shape refuses the run: a reference that
+    cannot be read might be the one keeping a volume."""
+    volumes = config.get("Volumes")
+    rw = config.get("VolumesRW")
+    if volumes is None:
+        volumes = {}
+    if not isinstance(volumes, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in volumes.items()):
+        raise Unreadable(f"{what}: Volumes is not a map of destination to host path")
+    if rw is not None and (not isinstance(rw, dict) or not all(
+            isinstance(v, bool) for v in rw.values())):
+        raise Unreadable(f"{what}: VolumesRW is not a map of destination to true/false")
+    return list(volumes.values())
 
 
 def _read_images(g: Graph) -> None:
@@ -326,11 +361,25 @@ def _read_links(g: Graph) -> None:
             g.links.setdefault(link.strip(), name)
 
 
+def apply_common_mounts(g: Graph, mounts: list[Mount]) -> None:
+    """What any mount names regardless of the driver: mount points, volumes, pre-1.7 volume
+    data (vfs/dir/<id>), under any prefix."""
+    for mount in mounts:
+        g.mount_points.add(mount.mount_point)
+        for path in mount.paths():
+            parts = path.split("/")
+            for i in range(len(parts) - 1):
+                if parts[i] == "volumes" and parts[i + 1]:
+                    g.mounted_volumes.add(parts[i + 1])
+                if parts[i] == "vfs" and i + 2 < len(parts) and parts[i + 1] == "dir" \
+                        and parts[i + 2]:
+                    g.mounted_vfs.add(parts[i + 2])
+
+
 def _apply_mounts(g: Graph, mounts: list[Mount]) -> None:
     """A layer dir named by any mount, in any namespace, under any prefix, is kept: the same
     data root can be seen at another path inside a container."""
     for mount in mounts:
-        g.mount_points.add(mount.mount_point)
         for path in mount.paths():
             parts = path.split("/")
             if len(parts) >= 2 and parts[0] == "l" and parts[1] in g.links:  # relative lowerdir
@@ -344,8 +393,6 @@ def _apply_mounts(g: Graph, mounts: list[Mount]) -> None:
                             g.keep(target, f"lower layer of the mount at {mount.mount_point}")
                     elif name:
                         g.keep(name, f"mounted at {mount.mount_point}")
-                if parts[i] == "volumes" and parts[i + 1]:
-                    g.mounted_volumes.add(parts[i + 1])
 
 
 def _keep_lowers(g: Graph) -> None:
@@ -388,21 +435,34 @@ def _live_chains(g: Graph) -> None:
             follow(chain, "named in BuildKit's databases")
 
 
-def build(root: str, mounts: list[Mount]) -> Graph:
-    """The graph of the overlay2 data root at `root` (a canonical path)."""
-    g = Graph(root=root, driver=DRIVER)
+def read_common(root: str, driver: str, mounts: list[Mount]) -> Graph:
+    """What every graph-driver layout shares: image/<driver>/{layerdb,imagedb}, containers,
+    BuildKit, the volume store, and what the mounts name outside the layer dirs."""
+    g = Graph(root=root, driver=driver)
     if not is_real_dir(g.image_dir):
-        raise FsckRefused(f"no image/{DRIVER} in {root}")
+        raise FsckRefused(f"no image/{driver} in {root}")
     _read_layerdb(g)
     _read_mounts(g)
     _read_containers(g)
     _read_images(g)
     _read_buildkit(g)
     _read_volume_store(g)
-    _read_links(g)
     for token in g.buildkit_tokens:
         g.keep(token, "named in BuildKit's databases")
-    _apply_mounts(g, mounts)
-    _keep_lowers(g)
+    apply_common_mounts(g, mounts)
+    return g
+
+
+def finish(g: Graph) -> Graph:
+    """Once every layer dir that is kept is known: which metadata is live."""
     _live_chains(g)
     return g
+
+
+def build(root: str, mounts: list[Mount]) -> Graph:
+    """The graph of the overlay2 data root at `root` (a canonical path)."""
+    g = read_common(root, DRIVER, mounts)
+    _read_links(g)
+    _apply_mounts(g, mounts)
+    _keep_lowers(g)
+    return finish(g)

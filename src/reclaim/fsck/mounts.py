@@ -3,13 +3,17 @@
 A layer can be held by a mount that only another namespace sees (cAdvisor, a container that
 bind-mounts the data root, moby #37077), so /proc/self/mountinfo is not enough: every process's
 mountinfo is read, once per mount namespace (deduplicated by the inode of /proc/<pid>/ns/mnt).
+
+aufs mounts name their branches (the layer dirs they stack) either in their options
+(`br:/a=rw:/b=ro+wh`, when the aufs module shows them) or only in sysfs
+(`/sys/fs/aufs/si_<si>/br<N>`, the `si=` option naming the directory); both are read.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reclaim.fsck.errors import Unreadable
 
@@ -24,11 +28,14 @@ class Mount:
     fstype: str
     source: str
     options: dict[str, str]  # super options: lowerdir, upperdir, workdir, ...
+    # aufs: the branch dirs it stacks, from `br:` or sysfs; empty when neither could be read
+    branches: tuple[str, ...] = ()
 
     def paths(self) -> list[str]:
-        """Every path this mount names: where it is, what of its filesystem it shows, and for
-        overlay the layers it stacks (relative `l/<short>` entries are kept as written)."""
-        out = [self.mount_point, self.root]
+        """Every path this mount names: where it is, what of its filesystem it shows, for
+        overlay the layers it stacks (relative `l/<short>` entries are kept as written), for
+        aufs its branches."""
+        out = [self.mount_point, self.root, *self.branches]
         for key in ("upperdir", "workdir"):
             if key in self.options:
                 out.append(self.options[key])
@@ -53,6 +60,25 @@ def unescape(field: str) -> str:
     return "".join(out)
 
 
+def _branch_paths(spec: str) -> tuple[str, ...]:
+    """`/a=rw:/b=ro+wh` -> ("/a", "/b"): each branch loses its `=permission` suffix."""
+    out: list[str] = []
+    for item in spec.split(":"):
+        path = item.rsplit("=", 1)[0] if "=" in item else item
+        if path:
+            out.append(unescape(path))
+    return tuple(out)
+
+
+def _aufs_branches(raw_options: str) -> tuple[str, ...]:
+    # The option list is split on ',' only: a branch spec holds '=' and ':' of its own.
+    for opt in raw_options.split(","):
+        for prefix in ("br:", "br=", "dirs="):
+            if opt.startswith(prefix):
+                return _branch_paths(opt[len(prefix):])
+    return ()
+
+
 def parse_mountinfo(text: str) -> list[Mount]:
     mounts: list[Mount] = []
     for line in text.splitlines():
@@ -62,10 +88,10 @@ def parse_mountinfo(text: str) -> list[Mount]:
         if not sep or len(fields) < 5 or len(tail) < 2:
             continue
         options: dict[str, str] = {}
-        if len(tail) >= 3:
-            for opt in tail[2].split(","):
-                key, _, value = opt.partition("=")
-                options[key] = unescape(value)
+        raw = tail[2] if len(tail) >= 3 else ""
+        for opt in raw.split(",") if raw else []:
+            key, _, value = opt.partition("=")
+            options[key] = unescape(value)
         mounts.append(
             Mount(
                 mount_point=unescape(fields[4]),
@@ -73,9 +99,41 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 fstype=tail[0],
                 source=unescape(tail[1]),
                 options=options,
+                branches=_aufs_branches(raw) if tail[0] == "aufs" else (),
             )
         )
     return mounts
+
+
+def sysfs_branches(si: str, sys_aufs: str = "/sys/fs/aufs") -> tuple[str, ...]:
+    """The branches of the aufs mount `si=<si>` from sysfs (br0, br1, ... each `path=perm`);
+    empty when they cannot be read (the caller then treats the mount as unresolved)."""
+    base = os.path.join(sys_aufs, f"si_{si}")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return ()
+    numbered = sorted((int(n[2:]), n) for n in names if n.startswith("br") and n[2:].isdigit())
+    out: list[str] = []
+    for _, name in numbered:
+        try:
+            with open(os.path.join(base, name), encoding="utf-8",
+                      errors="surrogateescape") as f:
+                text = f.read().strip()
+        except OSError:
+            return ()
+        out.extend(_branch_paths(text))
+    return tuple(out)
+
+
+def with_aufs_branches(mounts: list[Mount], sys_aufs: str = "/sys/fs/aufs") -> list[Mount]:
+    """aufs mounts that hide their branches in /proc get them from sysfs, where readable."""
+    out: list[Mount] = []
+    for m in mounts:
+        if m.fstype == "aufs" and not m.branches and m.options.get("si"):
+            m = replace(m, branches=sysfs_branches(m.options["si"], sys_aufs))
+        out.append(m)
+    return out
 
 
 def all_namespaces(proc: str = "/proc") -> list[Mount]:
@@ -107,4 +165,4 @@ def all_namespaces(proc: str = "/proc") -> list[Mount]:
                 continue
             raise Unreadable(f"cannot read the mounts of process {pid}: {exc.strerror}") from exc
         mounts.extend(parse_mountinfo(text))
-    return mounts
+    return with_aufs_branches(mounts)

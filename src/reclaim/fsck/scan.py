@@ -3,14 +3,19 @@
 Only `orphan-layer` and `orphan-volume` are ever actionable, and only when nothing blocks
 (see `Scan.blockers`). Everything that cannot be decided is reported, never guessed:
 
-  orphan-layer      overlay2/<id> that no metadata, BuildKit database, lower file or mount names
-  orphan-volume     volumes/<name> in neither the volume store nor any container's mount points
+  orphan-layer      overlay2/<id> (aufs/diff/<id> with its layers file and mnt dir) that no
+                    metadata, BuildKit database, lower file, ancestor list or mount names
+  orphan-volume     volumes/<name> in neither the volume store nor any container's mount points;
+                    vfs/dir/<id> (pre-1.7) that no volume record, container or mount names
   stale-metadata    a layerdb chain or layerdb/mounts entry that nothing live needs (it keeps
                     layers alive; removing it needs the daemon stopped: reported only)
   in-flight         layerdb/tmp/write-set-*, a dir with no `link`, anything newer than the age
                     threshold or changed between two looks
   pending-removal   *-removing: Docker's own delete in progress
   unknown           anything the rules do not cover
+
+Layouts: overlay2 and aufs (aufs.py), each with pre-1.7 volumes (legacyvolumes.py); the engine
+version must be one whose layout is verified (version.py), else nothing is acted on.
 """
 
 from __future__ import annotations
@@ -20,46 +25,31 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reclaim.fsck import aufs as aufsmod
 from reclaim.fsck import graph as graphmod
+from reclaim.fsck import legacyvolumes as legacymod
 from reclaim.fsck import mounts as mountsmod
+from reclaim.fsck import version as versionmod
 from reclaim.fsck.errors import FsckRefused, Unreadable
+from reclaim.fsck.finding import ACTIONABLE, Finding
 from reclaim.fsck.graph import Graph, is_real_dir, list_dir, read_small
 from reclaim.fsck.sizing import size_paths
 
+__all__ = ["ACTIONABLE", "CLASSES", "Finding", "Scan", "scan"]
+
 SCHEMA = "reclaim.fsck/v1"
-ACTIONABLE = frozenset({"orphan-layer", "orphan-volume"})
 CLASSES = ("orphan-layer", "orphan-volume", "stale-metadata", "in-flight", "pending-removal",
            "unknown")
 DEFAULT_MIN_AGE = 3600.0  # seconds; an unreferenced dir younger than this may be mid-create
 DEFAULT_LOOK_GAP = 5.0  # seconds between the two looks when the engine runs
 _USERNS = re.compile(r"^\d+\.\d+$")
 _VOLUME_FILES = frozenset({"metadata.db", "backingFsBlockDev"})
-OTHER_DRIVERS = ("aufs", "btrfs", "devicemapper", "fuse-overlayfs", "vfs", "zfs", "overlay")
-
-
-@dataclass(frozen=True)
-class Finding:
-    path: str  # relative to the data root
-    cls: str
-    evidence: list[str]
-    bytes: int = 0
-    apparent_bytes: int = 0
-    action: str = "none"
-    # a layer's l/<short> symlink, moved with it when the `link` file names it
-    link: str | None = None
-
-    @property
-    def actionable(self) -> bool:
-        return self.cls in ACTIONABLE
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "class": self.cls, "bytes": self.bytes,
-                "apparent_bytes": self.apparent_bytes, "evidence": list(self.evidence),
-                "action": self.action}
+SUPPORTED_DRIVERS = (graphmod.DRIVER, aufsmod.DRIVER)
+OTHER_DRIVERS = ("btrfs", "devicemapper", "fuse-overlayfs", "vfs", "zfs", "overlay")
 
 
 @dataclass
@@ -70,6 +60,7 @@ class Scan:
     engine_running: bool
     blockers: list[str] = field(default_factory=list)
     looks: int = 1
+    engine_versions: list[versionmod.EngineVersion] = field(default_factory=list)
 
     @property
     def reclaimable_bytes(self) -> int:
@@ -81,6 +72,8 @@ class Scan:
             "data_root": self.data_root,
             "driver": self.driver,
             "engine_running": self.engine_running,
+            "engine_versions": [{"version": str(v), "text": v.text, "source": v.source}
+                                for v in self.engine_versions],
             "blockers": list(self.blockers),
             "findings": [f.to_json() for f in self.findings],
             "reclaimable_bytes": self.reclaimable_bytes,
@@ -117,24 +110,36 @@ def check_layout(root: str) -> str:
     image_drivers = list_dir(os.path.join(root, "image"), "image dir")
     snapshots = os.path.join(root, "containerd", "daemon",
                              "io.containerd.snapshotter.v1.overlayfs", "snapshots")
-    if graphmod.DRIVER not in image_drivers:
+    if len(image_drivers) > 1:
+        # A host that changed drivers keeps the old image/<driver> beside the new one; which
+        # one the engine uses now is in its configuration, not in the data root.
+        raise FsckRefused(f"{root}/image holds metadata of several storage drivers "
+                          f"({', '.join(image_drivers)}): fsck cannot tell which one the engine "
+                          "uses; not supported yet")
+    supported = [d for d in image_drivers if d in SUPPORTED_DRIVERS]
+    if not supported:
         if os.path.lexists(os.path.join(root, "containerd", "daemon")):
             raise FsckRefused(f"{root} uses the containerd image store (containerd/daemon, no "
                               "image/overlay2); not supported yet")
         others = [d for d in image_drivers if d in OTHER_DRIVERS] or image_drivers
         if others:
-            raise FsckRefused(f"storage driver {', '.join(others)} in {root}: only overlay2 is "
-                              "supported for now")
-        raise FsckRefused(f"{root} does not look like a Docker data root (no image/overlay2)")
+            raise FsckRefused(f"storage driver {', '.join(others)} in {root}: only overlay2 and "
+                              "aufs are supported for now")
+        raise FsckRefused(f"{root} does not look like a Docker data root (no image/overlay2 "
+                          "or image/aufs)")
+    driver = supported[0]
     if list_dir(snapshots, "containerd snapshots"):
         # Docker's managed containerd keeps its own root here; with the graph driver store its
         # snapshotter stays empty. Snapshots mean images in the containerd store as well.
         raise FsckRefused(f"{root} also holds containerd image store snapshots "
                           "(containerd/daemon); not supported yet")
-    layers = os.path.join(root, graphmod.DRIVER)
-    if os.path.lexists(layers) and not is_real_dir(layers):
-        raise FsckRefused(f"{layers} is not a real directory; refusing to follow it")
-    return graphmod.DRIVER
+    layers = os.path.join(root, driver)
+    subdirs = [layers] + ([os.path.join(layers, d) for d in ("diff", "layers", "mnt")]
+                          if driver == aufsmod.DRIVER else [])
+    for path in subdirs:
+        if os.path.lexists(path) and not is_real_dir(path):
+            raise FsckRefused(f"{path} is not a real directory; refusing to follow it")
+    return driver
 
 
 def _daemon_data_root(args: list[str]) -> str:
@@ -213,17 +218,15 @@ class _Look:
 
 def _look(root: str, driver: str, *, engine_running: bool, min_age: float, now: float,
           read_mounts: Callable[[], list[mountsmod.Mount]]) -> _Look:
-    g = graphmod.build(root, read_mounts())
+    mounts = read_mounts()
     findings: list[Finding] = []
     signatures: dict[str, tuple[int, ...]] = {}
     blockers: list[str] = []
-    layers = g.layers_dir
-    names = [n for n in list_dir(layers, "layer dirs") if n != "l"]
-    # No reference at all to any dir here: the metadata is empty, unreadable in a way we did
-    # not catch, or belongs to another layout. Calling every dir an orphan would fail open.
-    if names and not any(n in g.layer_refs for n in names):
-        raise FsckRefused(f"{len(names)} layer dirs in {layers} and not one reference to any of "
-                          "them: an empty reference set proves nothing")
+    aufs_layers: dict[str, tuple[str, ...]] = {}
+    if driver == aufsmod.DRIVER:
+        g, aufs_layers = aufsmod.build(root, mounts)
+    else:
+        g = graphmod.build(root, mounts)
 
     write_sets = [os.path.join(g.image_dir, "layerdb", "tmp", w) for w in g.write_sets]
     newest_write_set = max((_newest(w) for w in write_sets), default=0.0)
@@ -233,6 +236,51 @@ def _look(root: str, driver: str, *, engine_running: bool, min_age: float, now: 
                                  "interrupted"]))
     if write_sets and engine_running:
         blockers.append("layer registration in progress (layerdb/tmp/write-set-*)")
+    for point in g.unresolved_mounts:
+        blockers.append(f"an aufs mount at {point} does not say which layers it holds")
+
+    if driver == aufsmod.DRIVER:
+        layer_findings, layer_signatures = aufsmod.classify(
+            g, aufs_layers, engine_running=engine_running, min_age=min_age, now=now,
+            newest_write_set=newest_write_set)
+    else:
+        layer_findings, layer_signatures = _overlay2_layers(
+            g, engine_running=engine_running, min_age=min_age, now=now,
+            newest_write_set=newest_write_set)
+    findings.extend(layer_findings)
+    signatures.update(layer_signatures)
+
+    findings.extend(_stale_metadata(g))
+    records, vfs_refs = legacymod.read(g)
+    vol_findings, vol_blockers = _volumes(g, skip=legacymod.legacy_names(records))
+    findings.extend(vol_findings)
+    blockers.extend(vol_blockers)
+    legacy_findings, legacy_signatures = legacymod.classify(
+        g, records, vfs_refs, engine_running=engine_running, min_age=min_age, now=now)
+    findings.extend(legacy_findings)
+    signatures.update(legacy_signatures)
+    for path, why in g.odd_metadata:
+        findings.append(Finding(path, "unknown", [why]))
+    if engine_running:
+        executor = os.path.join(root, "buildkit", "executor")
+        if list_dir(executor, "BuildKit executor"):
+            blockers.append("a BuildKit build is running (buildkit/executor is not empty)")
+    return _Look(g, findings, signatures, blockers)
+
+
+def _overlay2_layers(g: Graph, *, engine_running: bool, min_age: float, now: float,
+                     newest_write_set: float
+                     ) -> tuple[list[Finding], dict[str, tuple[int, ...]]]:
+    root = g.root
+    findings: list[Finding] = []
+    signatures: dict[str, tuple[int, ...]] = {}
+    layers = g.layers_dir
+    names = [n for n in list_dir(layers, "layer dirs") if n != "l"]
+    # No reference at all to any dir here: the metadata is empty, unreadable in a way we did
+    # not catch, or belongs to another layout. Calling every dir an orphan would fail open.
+    if names and not any(n in g.layer_refs for n in names):
+        raise FsckRefused(f"{len(names)} layer dirs in {layers} and not one reference to any of "
+                          "them: an empty reference set proves nothing")
 
     for name in names:
         path = os.path.join(layers, name)
@@ -248,7 +296,7 @@ def _look(root: str, driver: str, *, engine_running: bool, min_age: float, now: 
         if name.endswith("-removing"):
             findings.append(Finding(rel, "pending-removal", ["Docker's own removal in progress"]))
             continue
-        signatures[name] = _signature(path)
+        signatures[rel] = _signature(path)
         link_text = read_small(os.path.join(path, "link"), rel, missing_ok=True)
         link = (link_text or "").strip()
         evidence = ["no layer, container, image, BuildKit record or lower file names it",
@@ -273,18 +321,7 @@ def _look(root: str, driver: str, *, engine_running: bool, min_age: float, now: 
             evidence.append("empty or unusable link file: l/ is left alone")
         findings.append(Finding(rel, "orphan-layer", evidence, action="quarantine",
                                 link=link if safe_link else None))
-
-    findings.extend(_stale_metadata(g))
-    vol_findings, vol_blockers = _volumes(g)
-    findings.extend(vol_findings)
-    blockers.extend(vol_blockers)
-    for path, why in g.odd_metadata:
-        findings.append(Finding(path, "unknown", [why]))
-    if engine_running:
-        executor = os.path.join(root, "buildkit", "executor")
-        if list_dir(executor, "BuildKit executor"):
-            blockers.append("a BuildKit build is running (buildkit/executor is not empty)")
-    return _Look(g, findings, signatures, blockers)
+    return findings, signatures
 
 
 def _stale_metadata(g: Graph) -> list[Finding]:
@@ -292,8 +329,8 @@ def _stale_metadata(g: Graph) -> list[Finding]:
     base = os.path.relpath(os.path.join(g.image_dir, "layerdb"), g.root)
     for cid, mount in sorted(g.mounts.items()):
         if cid not in g.containers:
-            kept = [f"{g.driver}/{mount.mount_id}"] + (
-                [f"{g.driver}/{mount.init_id}"] if mount.init_id else [])
+            kept = [g.layer_rel(mount.mount_id)] + (
+                [g.layer_rel(mount.init_id)] if mount.init_id else [])
             out.append(Finding(f"{base}/mounts/{cid}", "stale-metadata", [
                 f"no containers/{cid[:12]}: the container is gone",
                 f"keeps {', '.join(kept)} alive"]))
@@ -301,7 +338,7 @@ def _stale_metadata(g: Graph) -> list[Finding]:
         if chain not in g.live_chains:
             out.append(Finding(f"{base}/sha256/{entry.name}", "stale-metadata", [
                 "no complete image, live container or BuildKit record uses this chain",
-                f"keeps {g.driver}/{entry.cache_id} alive"]))
+                f"keeps {g.layer_rel(entry.cache_id)} alive"]))
     for image in sorted(g.images.values(), key=lambda i: i.image):
         if not image.complete:
             rel = os.path.relpath(os.path.join(g.image_dir, "imagedb", "content", "sha256",
@@ -317,11 +354,11 @@ def _stale_metadata(g: Graph) -> list[Finding]:
     return out
 
 
-def _volumes(g: Graph) -> tuple[list[Finding], list[str]]:
+def _volumes(g: Graph, skip: Collection[str] = ()) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
     blockers: list[str] = []
     base = os.path.join(g.root, "volumes")
-    names = [n for n in list_dir(base, "volumes") if n not in _VOLUME_FILES]
+    names = [n for n in list_dir(base, "volumes") if n not in _VOLUME_FILES and n not in skip]
     if not names:
         return findings, blockers
     try:
@@ -374,18 +411,24 @@ def scan(
     size: bool = True,
     read_mounts: Callable[[], list[mountsmod.Mount]] | None = None,
     progress: Callable[[int], None] | None = None,
+    engine_versions: Callable[[list[int]], list[versionmod.EngineVersion]] | None = None,
 ) -> Scan:
     """Look at the data root (twice, `look_gap` seconds apart, when `two_looks` and the engine
-    runs) and classify. Raises FsckRefused when nothing can be proven at all."""
+    runs) and classify. Raises FsckRefused when nothing can be proven at all, the engine's
+    version included; an engine version whose layout is not verified leaves a report only.
+    `engine_versions` maps the dockerd pids on this root to their versions (version.detect)."""
     root = canonical_root(data_root)
     driver = check_layout(root)
     if read_mounts is None:
         read_mounts = mountsmod.all_namespaces
-    running = bool(engine_pids(root)) if engine_running is None else engine_running
+    pids = engine_pids(root)
+    versions = (engine_versions or versionmod.detect)(pids)
+    version_blockers = versionmod.blockers(versions, driver)
+    running = bool(pids) if engine_running is None else engine_running
     first = _look(root, driver, engine_running=running, min_age=min_age, now=time.time(),
                   read_mounts=read_mounts)
     findings = first.findings
-    blockers = list(first.blockers)
+    blockers = version_blockers + list(first.blockers)
     looks = 1
     if two_looks and running:
         time.sleep(look_gap)
@@ -400,7 +443,7 @@ def scan(
         findings = [replace(f, action="none") if f.actionable else f for f in findings]
     order = {c: i for i, c in enumerate(CLASSES)}
     findings.sort(key=lambda f: (order[f.cls], f.path))
-    return Scan(root, driver, findings, running, blockers, looks)
+    return Scan(root, driver, findings, running, blockers, looks, versions)
 
 
 def _agree(first: _Look, second: _Look) -> list[Finding]:
@@ -411,11 +454,12 @@ def _agree(first: _Look, second: _Look) -> list[Finding]:
         if not f.actionable:
             out.append(f)
             continue
-        name = os.path.basename(f.path)
         earlier = before.get(f.path)
+        # Every layer dir (and pre-1.7 volume dir) has a signature; a modern volume has none and
+        # needs only to stay an orphan.
         same = earlier is not None and earlier.cls == f.cls and (
-            f.cls != "orphan-layer"
-            or first.signatures.get(name) == second.signatures.get(name))
+            (f.path not in first.signatures and f.path not in second.signatures)
+            or first.signatures.get(f.path) == second.signatures.get(f.path))
         if same:
             out.append(replace(f, evidence=[*f.evidence, "orphaned and unchanged in two looks"]))
         else:

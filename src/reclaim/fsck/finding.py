@@ -1,0 +1,33 @@
+"""One finding of fsck: a path under the data root, its class, the evidence and what may be done.
+
+Its own module so that the per-layout analyses (overlay2 in scan.py, aufs.py, legacyvolumes.py)
+build findings without importing the scan that calls them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ACTIONABLE = frozenset({"orphan-layer", "orphan-volume"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str  # relative to the data root
+    cls: str
+    evidence: list[str]
+    bytes: int = 0
+    apparent_bytes: int = 0
+    action: str = "none"
+    # a layer's l/<short> symlink, moved with it when the `link` file names it
+    link: str | None = None
+
+    @property
+    def actionable(self) -> bool:
+        return self.cls in ACTIONABLE
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "class": self.cls, "bytes": self.bytes,
+                "apparent_bytes": self.apparent_bytes, "evidence": list(self.evidence),
+                "action": self.action}
