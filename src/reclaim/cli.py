@@ -11,14 +11,14 @@ import sys
 import tempfile
 import traceback
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
 from reclaim import __version__, output
-from reclaim.apply import ApplyResult, apply_actions, measured_freed
+from reclaim.apply import ApplyResult, UseWatch, apply_actions, measured_freed
 from reclaim.config import config_path, load_file, policy_from
 from reclaim.df import build_report
 from reclaim.errors import (
@@ -68,10 +68,10 @@ def _open_ledger(g: Globals, engine: EngineInfo) -> Ledger:
     return Ledger(state_store.Store(path))
 
 
-def _open_runtime(g: Globals, *, containers_from_disk: bool = False) -> DockerRuntime:
+def _open_runtime(g: Globals, *, listings_from_disk: bool = False) -> DockerRuntime:
     if g.runtime != "docker":
         raise UsageError(f"--runtime {g.runtime}: not supported yet; use --runtime docker")
-    return DockerRuntime(g.engine, containers_from_disk=containers_from_disk)
+    return DockerRuntime(g.engine, listings_from_disk=listings_from_disk)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,7 +101,7 @@ def cli(
 @click.pass_obj
 def df(g: Globals, verbose: bool, as_json: bool, sizes: bool) -> None:
     """Where the bytes are, and how many are reclaimable."""
-    runtime = _open_runtime(g, containers_from_disk=True)
+    runtime = _open_runtime(g, listings_from_disk=True)
     try:
         with output.progress(enabled=not as_json) as progress:
             inventory = runtime.inventory(sizes=sizes, progress=progress)
@@ -274,25 +274,33 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
             raise UsageError(f"plan file {plan_file} was made for another engine "
                              f"({stored.endpoint}, id {stored.engine_id}); not applied here")
         with apply_lock(state_dir, wait=not no_wait, on_wait=output.warning):
-            if stored is not None:
-                actions, created = stored.actions, stored.created_at
-                cache = stored.build_cache
-                ledger = _open_ledger(g, engine)
-                # A plan made earlier is re-validated against the engine as it is now.
-                before = runtime.inventory()
-                Recorder(ledger).catch_up(before, datetime.now(UTC))
-            else:
-                assert policy is not None
-                # Planned a moment ago from this very inventory: it is the "before".
-                made, ledger, before = _make_plan(g, runtime, policy, no_progress)
-                actions, created = made.actions, made.created_at
-                keep = policy.build_cache.keep_storage
-                cache = (keep.bytes if keep else None, policy.build_cache.older_than)
+            # Watching the engine from before the inventory the actions are checked against:
+            # whatever happens after that inventory, the watch sees (a second of slack for the
+            # event times' rounding).
+            watch = runtime.watch_uses(datetime.now(UTC) - timedelta(seconds=1))
             try:
-                result = _apply(runtime, ledger, before, actions, created, cache, yes=yes,
-                                as_json=as_json)
+                if stored is not None:
+                    actions, created = stored.actions, stored.created_at
+                    cache = stored.build_cache
+                    ledger = _open_ledger(g, engine)
+                    # A plan made earlier is re-validated against the engine as it is now.
+                    before = runtime.inventory()
+                    Recorder(ledger).catch_up(before, datetime.now(UTC))
+                else:
+                    assert policy is not None
+                    # Planned a moment ago from this very inventory: it is the "before".
+                    made, ledger, before = _make_plan(g, runtime, policy, no_progress)
+                    actions, created = made.actions, made.created_at
+                    keep = policy.build_cache.keep_storage
+                    cache = (keep.bytes if keep else None, policy.build_cache.older_than)
+                try:
+                    result = _apply(runtime, ledger, before, actions, created, cache, yes=yes,
+                                    as_json=as_json, watch=watch)
+                finally:
+                    ledger.store.close()
             finally:
-                ledger.store.close()
+                if watch is not None:
+                    watch.close()
     finally:
         runtime.close()
     if as_json:
@@ -305,7 +313,8 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
 
 def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
            actions: tuple[Action, ...], created: datetime,
-           cache: tuple[int | None, float | None], *, yes: bool, as_json: bool) -> ApplyResult:
+           cache: tuple[int | None, float | None], *, yes: bool, as_json: bool,
+           watch: UseWatch | None = None) -> ApplyResult:
     if not actions:
         return ApplyResult()
     if not yes and not output.confirm(
@@ -323,7 +332,7 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
     with output.apply_progress(enabled=not as_json, actions=actions) as progress:
         result = apply_actions(runtime, actions, before, ledger.images(), Journal(ledger.store),
                                now=lambda: datetime.now(UTC), plan_created=created,
-                               build_cache=prune_cache, progress=progress)
+                               build_cache=prune_cache, progress=progress, watch=watch)
     after = runtime.inventory()
     Recorder(ledger).catch_up(after, datetime.now(UTC))
     result.freed_bytes = measured_freed(before, after, cache_freed)
@@ -373,10 +382,15 @@ def _write_atomically(path: Path, text: str) -> None:
 @click.option("--older-than", metavar="DUR", help="With --purge: only batches older than DUR.")
 @click.option("--engine-stopped", is_flag=True,
               help="The engine is stopped (checked): one look suffices, no age threshold.")
-def fsck(data_root: str | None, as_json: bool, do_quarantine: bool, restore_id: str | None,
-         do_purge: bool, older_than: str | None, engine_stopped: bool) -> None:
-    """Leaked storage under the data root: proof, quarantine, restore, purge."""
+@click.pass_obj
+def fsck(g: Globals, data_root: str | None, as_json: bool, do_quarantine: bool,
+         restore_id: str | None, do_purge: bool, older_than: str | None,
+         engine_stopped: bool) -> None:
+    """Leaked storage under the data root: proof, quarantine, restore, purge.
+
+    Quarantine, restore and purge are recorded in the ledger (`fsck.db` in the state dir)."""
     from reclaim.fsck import run as fsck_run
+    from reclaim.fsck.errors import LedgerNotWritten
     from reclaim.units import parse_duration
 
     if sum((do_quarantine, restore_id is not None, do_purge)) > 1:
@@ -384,24 +398,36 @@ def fsck(data_root: str | None, as_json: bool, do_quarantine: bool, restore_id: 
     if older_than is not None and not do_purge:
         raise UsageError("--older-than goes with --purge")
     root = data_root or fsck_run.DEFAULT_DATA_ROOT
+    state_dir = Path(g.state_dir) if g.state_dir else state_store.default_state_dir()
     if restore_id is not None:
-        result = fsck_run.restore(root, restore_id)
+        result = fsck_run.restore(root, restore_id, state_dir=state_dir)
     elif do_purge:
         age = parse_duration(older_than, setting="--older-than") if older_than else None
-        result = fsck_run.purge(root, older_than=age)
+        result = fsck_run.purge(root, older_than=age, state_dir=state_dir)
     else:
         with output.progress(enabled=not as_json) as progress:
             def sized(done: int) -> None:
                 progress("sizing directories", done, None)
 
             if do_quarantine:
-                result = fsck_run.quarantine(root, engine_stopped=engine_stopped, progress=sized)
+                result = fsck_run.quarantine(root, engine_stopped=engine_stopped, progress=sized,
+                                             state_dir=state_dir)
             else:
-                result = fsck_run.report(root, engine_stopped=engine_stopped, progress=sized)
+                result = fsck_run.report(root, engine_stopped=engine_stopped, progress=sized,
+                                         state_dir=state_dir)
     if as_json:
         output.emit_json(result.to_json())
     else:
         output.show_fsck(result)
+    note = result.ledger
+    if result.mode != "report" and note is not None and note.error is not None:
+        ids = ", ".join(b.id for b in result.batches)
+        raise LedgerNotWritten(
+            f"{result.mode} done, but the ledger {note.path} could not record batch {ids}: "
+            f"{note.error}",
+            hint=(f"its manifest.json still says what moved where; restore it with: "
+                  f"{result.restore_command(result.batches[0].id)}"
+                  if result.mode == "quarantine" and result.batches else None))
 
 
 def main(argv: list[str] | None = None) -> int:

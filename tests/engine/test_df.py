@@ -142,33 +142,50 @@ def test_disk_and_api_paths_give_the_same_answer(seeded: Seeded) -> None:
     assert api.api_calls >= 2 * len(b.images)
 
 
-def test_container_records_on_disk_say_what_the_engine_lists(seeded: Seeded) -> None:
-    """df reads `containers/*/config.v2.json` instead of waiting for the listing: every
-    container, in every state, must come out exactly as the engine lists it."""
+def _listings_asked(store: str) -> int:
+    """API calls that reading the records on disk saves: the image listing (overlay2 only:
+    the containerd store has no image records of Docker's own) and the container listing."""
+    return 2 if store == "overlay2" else 1
+
+
+def test_records_on_disk_say_what_the_engine_lists(seeded: Seeded) -> None:
+    """df reads the image and container records under the data root instead of waiting for
+    the listings: every image and every container, in every state, must come out exactly as
+    the engine lists them."""
     api = DockerRuntime(seeded.engine.url)
-    disk = DockerRuntime(seeded.engine.url, containers_from_disk=True)
-    from_api, from_disk = api.inventory().containers, disk.inventory().containers
-    assert {c.state for c in from_api} >= {"running", "exited", "created"}
-    assert from_disk == from_api
-    assert disk.api_calls == api.api_calls - 1  # the listing was not asked for
+    disk = DockerRuntime(seeded.engine.url, listings_from_disk=True)
+    a, b = api.inventory(), disk.inventory()
+    assert {c.state for c in a.containers} >= {"running", "exited", "created"}
+    assert b.containers == a.containers
+    assert {i.id: i for i in b.images} == {i.id: i for i in a.images}
+    assert b.layers == a.layers
+    assert disk.api_calls == api.api_calls - _listings_asked(a.engine.image_store)
 
 
-def test_a_container_record_the_engine_does_not_list_sends_df_to_the_engine(
-    seeded: Seeded,
-) -> None:
-    """A directory under containers/ that the engine does not know (or a data root that is
-    not the engine's own) makes the counts differ: the engine's listing is used instead."""
+def test_a_record_the_engine_does_not_list_sends_df_to_the_engine(seeded: Seeded) -> None:
+    """A directory under containers/ or an image config that the engine does not know (or a
+    data root that is not the engine's own) makes the counts differ from the engine's: the
+    engine's listings are used instead."""
     root = Path(seeded.engine.data_root)
     donor = next((root / "containers").iterdir())
     stray = root / "containers" / ("f" * 64)
+    configs = root / "image/overlay2/imagedb/content/sha256"
+    stray_config = configs / ("f" * 64)
     stray.mkdir()
     try:
         (stray / "config.v2.json").write_bytes((donor / "config.v2.json").read_bytes())
-        disk = DockerRuntime(seeded.engine.url, containers_from_disk=True)
+        if configs.is_dir():
+            stray_config.write_bytes(next(configs.iterdir()).read_bytes())
+        disk = DockerRuntime(seeded.engine.url, listings_from_disk=True)
         api = DockerRuntime(seeded.engine.url)
-        assert disk.inventory().containers == api.inventory().containers
-        assert disk.api_calls == api.api_calls  # the listing was asked for
+        b, a = disk.inventory(), api.inventory()
+        assert "f" * 64 not in {c.id for c in b.containers}
+        assert "sha256:" + "f" * 64 not in {i.id for i in b.images}
+        assert b.containers == a.containers
+        assert {i.id: i for i in b.images} == {i.id: i for i in a.images}
+        assert disk.api_calls == api.api_calls  # both listings were asked for
     finally:
+        stray_config.unlink(missing_ok=True)
         (stray / "config.v2.json").unlink(missing_ok=True)
         stray.rmdir()
 

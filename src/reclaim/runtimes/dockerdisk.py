@@ -52,6 +52,8 @@ class MetadataUnreadable(Exception):
 class ImageConfig:
     diff_ids: list[str]
     config_bytes: int
+    created: str | None = None
+    labels: dict[str, str] | None = None
 
 
 class Overlay2Metadata:
@@ -88,7 +90,27 @@ class Overlay2Metadata:
             raise MetadataUnreadable(f"image config {path}: {exc}") from exc
         if not all(isinstance(d, str) and digest_hex(d) for d in diff_ids):
             raise MetadataUnreadable(f"image config {path}: malformed diff ids")
-        return ImageConfig(diff_ids=diff_ids, config_bytes=len(raw))
+        created = config.get("created")
+        labels = (config.get("config") or {}).get("Labels")
+        return ImageConfig(diff_ids=diff_ids, config_bytes=len(raw),
+                           created=created if isinstance(created, str) else None,
+                           labels=labels if isinstance(labels, dict) else None)
+
+    def references(self) -> dict[str, list[str]]:
+        """Image id -> its references (`repo:tag` and `repo@digest`, as the engine shows them),
+        from `repositories.json`, which the engine rewrites whole on every tag change."""
+        try:
+            with open(os.path.join(self.image_dir, "repositories.json"), "rb") as f:
+                repositories = json.loads(f.read()).get("Repositories") or {}
+            refs: dict[str, list[str]] = {}
+            for by_ref in repositories.values():
+                for ref, image_id in by_ref.items():
+                    refs.setdefault(str(image_id), []).append(str(ref))
+        except FileNotFoundError:
+            return {}  # no image was ever tagged
+        except (OSError, ValueError, AttributeError) as exc:
+            raise MetadataUnreadable(f"repositories.json in {self.image_dir}: {exc}") from exc
+        return refs
 
     def layer(self, chain_id: str, diff_id: str, parent: str | None, depth: int = 0) -> Layer:
         """`depth` is the layer's place in its chain (0 for a base layer)."""
