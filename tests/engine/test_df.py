@@ -162,6 +162,32 @@ def test_records_on_disk_say_what_the_engine_lists(seeded: Seeded) -> None:
     assert disk.api_calls == api.api_calls - _listings_asked(a.engine.image_store)
 
 
+def test_records_kept_between_runs_follow_every_change(seeded: Seeded, tmp_path: Path) -> None:
+    """df keeps what it read between runs (recordcache.py); a container record the engine
+    rewrote since (here: renamed to a name of the same length, so the file keeps its size) is
+    read again, and the answer stays the engine's."""
+    first = DockerRuntime(seeded.engine.url, listings_from_disk=True,
+                          record_cache_dir=str(tmp_path))
+    first.inventory()
+    assert list(tmp_path.glob("*.records.json"))
+    client = seeded.client()
+    victim = next(c for c in client.containers(all=True) if c["State"] == "exited")
+    old = victim["Names"][0].lstrip("/")
+    new = old[:-1] + ("x" if old[-1] != "x" else "y")
+    client.rename(victim["Id"], new)
+    try:
+        cached = DockerRuntime(seeded.engine.url, listings_from_disk=True,
+                               record_cache_dir=str(tmp_path))
+        b = cached.inventory()
+        a = DockerRuntime(seeded.engine.url).inventory()
+        assert new in {c.name for c in b.containers}
+        assert b.containers == a.containers
+        assert {i.id: i for i in b.images} == {i.id: i for i in a.images}
+        assert b.layers == a.layers
+    finally:
+        client.rename(victim["Id"], old)
+
+
 def test_a_record_the_engine_does_not_list_sends_df_to_the_engine(seeded: Seeded) -> None:
     """A directory under containers/ or an image config that the engine does not know (or a
     data root that is not the engine's own) makes the counts differ from the engine's: the

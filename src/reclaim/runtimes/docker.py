@@ -54,6 +54,7 @@ from reclaim.runtimes.dockerdisk import (
     container_listing,
     read_container_state,
 )
+from reclaim.runtimes.recordcache import RecordCache
 from reclaim.runtimes.unixhttp import HTTPStatusError, UnixJSONClient, _UnixConnection
 from reclaim.timeutil import parse_time
 
@@ -101,6 +102,7 @@ class DockerRuntime:
         api_workers: int = 8,
         read_disk: bool = True,
         listings_from_disk: bool = False,
+        record_cache_dir: str | None = None,
     ) -> None:
         self.endpoint = resolve_endpoint(endpoint)
         self.api_workers = api_workers
@@ -110,6 +112,9 @@ class DockerRuntime:
         # third to a half of what `docker system df -v` takes). plan and apply keep asking
         # the engine: what they delete is decided on the engine's own word.
         self.listings_from_disk = listings_from_disk
+        # Where those records are kept between runs (recordcache.py); None: read every time.
+        self.record_cache_dir = record_cache_dir
+        self._records: RecordCache | None = None
         self.timeout = timeout
         # Counts engine API calls, for the benchmark's "how many calls" column.
         self.api_calls = 0
@@ -236,18 +241,24 @@ class DockerRuntime:
         progress("listing", 0, None)
         # The engine builds its answers while this process reads the image store: the
         # container, volume and build-cache listings run beside the image work.
+        if self.listings_from_disk and info.data_root:
+            self._records = RecordCache(self._record_cache_path(info), info.data_root)
         with ThreadPoolExecutor(max_workers=4) as side:
             prefetch = side.submit(self._prefetch_overlay2, info)
             containers_future = side.submit(self._container_listing, info, sizes)
             volumes_future = side.submit(self._get_json, "/volumes", "list volumes")
             system_df_future = side.submit(self._system_df, info, sizes)
-            raw_images = self._get_json("/images/json", "list images", all=1)
-            layer_infos, layer_source = self._layer_infos(
-                info, raw_images, progress, prefetch.result()
-            )
+            prefetched = prefetch.result() if self.listings_from_disk else None
+            raw_images = self._image_listing_from_disk(info, prefetched)
+            if raw_images is None:
+                raw_images = self._get_json("/images/json", "list images", all=1)
+                prefetched = prefetch.result()
+            layer_infos, layer_source = self._layer_infos(info, raw_images, progress, prefetched)
             raw_containers = containers_future.result()
             raw_volumes = (volumes_future.result() or {}).get("Volumes") or []
             system_df = system_df_future.result()
+        if self._records is not None:
+            self._records.save()
 
         layers: dict[str, Layer] = {}
         blobs: dict[str, Blob] = {}
@@ -313,21 +324,78 @@ class DockerRuntime:
             params["keep-storage"] = keep_storage
         if older_than is not None:
             params["filters"] = json.dumps({"until": [f"{int(older_than)}s"]})
-        result = self._call("prune build cache",
-                            lambda: self.client.prune_builds(**_prune_kwargs(params)))
+        if self._unix is not None:
+            result = self._send("POST", "/build/prune", "prune build cache", params)
+        else:
+            result = self._call("prune build cache",
+                                lambda: self.client.prune_builds(**_prune_kwargs(params)))
         return int((result or {}).get("SpaceReclaimed") or 0)
 
     def remove_image(self, ref: str) -> None:
-        self._call(f"remove image {ref}", lambda: self.client.remove_image(ref, force=False))
+        self.remove_image_ref(ref)
+
+    def remove_image_ref(self, ref: str) -> bool:
+        """Remove one reference (a tag, or the id of an image with no tags left), never
+        forced. True when the engine says it deleted the image itself, not only the tag: the
+        answer lists `Deleted` records then, so no second look is needed."""
+        what = f"remove image {ref}"
+        if self._unix is not None:
+            records = self._send("DELETE", f"/images/{quote(ref, safe='/:')}", what,
+                                 {"force": "false", "noprune": "false"})
+        else:
+            records = self._call(what, lambda: self.client.remove_image(ref, force=False))
+        return any(isinstance(r, dict) and r.get("Deleted") for r in records or ())
+
+    def tag_image(self, image_id: str, ref: str) -> None:
+        """Put a tag back on an image (apply restores the tags it removed from an image that a
+        container started using meanwhile)."""
+        repo, _, tag = ref.rpartition(":")
+        if not repo or "/" in tag:
+            repo, tag = ref, "latest"
+        what = f"tag image {image_id[:19]} as {ref}"
+        if self._unix is not None:
+            self._send("POST", f"/images/{image_id}/tag", what, {"repo": repo, "tag": tag})
+        else:
+            self._call(what, lambda: self.client.tag(image_id, repo, tag, force=False))
 
     def remove_container(self, container_id: str) -> None:
-        self._call(
-            f"remove container {container_id[:12]}",
-            lambda: self.client.remove_container(container_id, v=False, force=False),
-        )
+        what = f"remove container {container_id[:12]}"
+        if self._unix is not None:
+            self._send("DELETE", f"/containers/{container_id}", what,
+                       {"v": "false", "force": "false"})
+            return
+        self._call(what, lambda: self.client.remove_container(container_id, v=False,
+                                                              force=False))
 
     def remove_volume(self, name: str) -> None:
-        self._call(f"remove volume {name}", lambda: self.client.remove_volume(name, force=False))
+        what = f"remove volume {name}"
+        if self._unix is not None:
+            self._send("DELETE", f"/volumes/{quote(name, safe='')}", what, {"force": "false"})
+            return
+        self._call(what, lambda: self.client.remove_volume(name, force=False))
+
+    def watch_uses(self, since: datetime) -> UseWatch | None:
+        """A live watch, from the engine's event stream, of what makes an image's tags unsafe
+        to remove: a container created from it, a tag added to it or moved onto or off one
+        of its names. `since` (before the inventory a plan is checked against) closes the gap
+        between that inventory and the stream: the engine subscribes a stream only after it
+        has sent the answer's headers, and replays what it buffered since `since`. None where
+        the endpoint is not a local unix socket; apply then re-checks before every tag."""
+        if self._unix is None:
+            return None
+        return UseWatch(self, self._unix.socket_path, since)
+
+    _sender: _UnixSender | None = None
+
+    def _send(self, method: str, path: str, what: str,
+              params: dict[str, Any] | None = None) -> Any:
+        """One request that changes something, over the local unix socket with the standard
+        library: an apply then never pays for importing docker-py (0.2-0.3 s a run)."""
+        assert self._unix is not None
+        if self._sender is None:
+            self._sender = _UnixSender(self._unix.socket_path, self.timeout)
+        sender = self._sender
+        return self._call(what, lambda: sender.request(method, f"/v{BASE_API}{path}", params))
 
     def image_id(self, ref: str) -> str:
         """The id of the image a reference (tag, digest or id) names now; `NotFound` if none."""
@@ -426,13 +494,19 @@ class DockerRuntime:
 
     # -- layers --------------------------------------------------------------------------
 
+    def _record_cache_path(self, info: EngineInfo) -> str | None:
+        if self.record_cache_dir is None:
+            return None
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", info.engine_id or self.endpoint).strip("_")
+        return os.path.join(self.record_cache_dir, f"docker-{safe or 'unknown'}.records.json")
+
     def _prefetch_overlay2(self, info: EngineInfo) -> dict[str, LayerInfo] | None:
         """Every image the store holds on disk, read while the engine is still answering the
         image listing. Images caught mid-write are left to the read after the listing."""
         if not (self.read_disk and info.image_store == "overlay2" and info.data_root):
             return None
         try:
-            meta = Overlay2Metadata(info.data_root)
+            meta = Overlay2Metadata(info.data_root, cache=self._records)
             ids = ["sha256:" + name for name in os.listdir(meta.configs_dir)]
             return self._layers_from_overlay2(meta, ids, no_progress, skip_unreadable=True)
         except (MetadataUnreadable, OSError):
@@ -498,6 +572,8 @@ class DockerRuntime:
                 layers=tuple(own),
                 metadata_bytes=config.config_bytes,
                 tagged_at=meta.last_tag_time(image_id),
+                created=config.created,
+                labels=config.labels,
             )
             if n % 256 == 0:
                 progress("reading layers", n, len(ids))
@@ -550,10 +626,36 @@ class DockerRuntime:
 
     # -- containers and volumes ----------------------------------------------------------
 
+    def _image_listing_from_disk(
+        self, info: EngineInfo, prefetched: dict[str, LayerInfo] | None
+    ) -> list[dict[str, Any]] | None:
+        """`GET /images/json?all=1` as the engine would answer it, from the image store on
+        disk: every image config, its references from repositories.json, its size the sum of
+        its layers'. None (ask the engine) unless every image the engine counts was read."""
+        if not prefetched or len(prefetched) != self._image_count or not info.data_root:
+            return None
+        try:
+            refs = Overlay2Metadata(info.data_root).references()
+        except MetadataUnreadable:
+            return None
+        listing = []
+        for image_id, li in prefetched.items():
+            own = sorted(refs.get(image_id, ()))
+            created = parse_time(li.created)
+            listing.append({
+                "Id": image_id,
+                "RepoTags": [r for r in own if "@" not in r],
+                "RepoDigests": [r for r in own if "@" in r],
+                "Created": int(created.timestamp()) if created else None,
+                "Labels": li.labels or {},
+                "Size": sum(layer.size for layer in li.layers),
+            })
+        return listing
+
     def _container_listing(self, info: EngineInfo, sizes: bool) -> list[dict[str, Any]]:
-        if self.containers_from_disk and self.read_disk and info.data_root and not sizes:
+        if self.listings_from_disk and self.read_disk and info.data_root and not sizes:
             # (Sizes of the writable layers are the engine's to measure.)
-            listing = container_listing(info.data_root)
+            listing = container_listing(info.data_root, self._records)
             # The same count as the engine's own says this is the engine's data root (not a
             # local directory that happens to have the remote engine's path) and that no
             # container came or went meanwhile; anything else: ask the engine.
@@ -821,3 +923,175 @@ def _is_permission_error(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+class _UnixSender:
+    """Requests that change something, over a unix socket with the standard library; one
+    kept-alive connection per thread, so removals may run in parallel."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def request(self, method: str, url: str, params: dict[str, Any] | None = None) -> Any:
+        """The decoded JSON answer, None when it is empty. `HTTPStatusError` for an error
+        status; a transport failure is raised as it is, never retried: a removal sent twice
+        would come back as 'not found' and be reported as someone else's."""
+        if params:
+            url += "?" + urlencode(params)
+        conn: _UnixConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _UnixConnection(self.socket_path, self.timeout)
+        try:
+            conn.request(method, url)
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self._local.conn = None
+            raise
+        if response.status >= 400:
+            try:
+                message = str(json.loads(body).get("message", ""))
+            except (ValueError, AttributeError):
+                message = body.decode(errors="replace")[:200]
+            raise HTTPStatusError(response.status, message)
+        return json.loads(body) if body.strip() else None
+
+
+# Events that can make an image's tags unsafe to remove: a container created (from any
+# image: which one is looked up), and a name given to an image.
+_USE_EVENTS = ("create", "tag", "pull", "load", "import")
+
+
+class UseWatch:
+    """What `DockerRuntime.watch_uses` returns: one thread reading the engine's events.
+
+    `why_not(image_id, refs)` is asked before each tag apply removes. It first waits for every
+    container creation seen so far to be looked up (one inspect each; creations during an
+    apply are rare), then says why the tags must stay, or None. `live` turns False for good
+    when the stream could not be opened or ended; apply then goes back to asking the engine
+    for the image's containers before every tag.
+    """
+
+    # How long `why_not` waits for creations to be looked up before it gives up on the image.
+    RESOLVE_WAIT = 30.0
+
+    def __init__(self, runtime: DockerRuntime, socket_path: str, since: datetime) -> None:
+        self._runtime = runtime
+        self._cond = threading.Condition()
+        self._used: dict[str, str] = {}  # image id -> the container created from it
+        self._named: dict[str, str] = {}  # image id -> a name it was given
+        self._refs: dict[str, str] = {}  # a name given to some image -> by what event
+        self._pending = 0
+        self._lost: str | None = None
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._conn = _UnixConnection(socket_path, None)  # type: ignore[arg-type]
+        params = {
+            "since": _event_time_param(since),
+            "filters": json.dumps({"type": ["container", "image"], "event": list(_USE_EVENTS)}),
+        }
+        try:
+            self._conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
+            response = self._conn.getresponse()
+            if response.status >= 400:
+                raise HTTPStatusError(response.status, response.read()[:200].decode(
+                    errors="replace"))
+        except (OSError, http.client.HTTPException, HTTPStatusError) as exc:
+            self._lost = f"the engine's event stream could not be opened ({exc})"
+            self._conn.close()
+            return
+        with runtime._count_lock:
+            runtime.api_calls += 1
+        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True,
+                                        name="reclaim-use-watch")
+        self._thread.start()
+
+    @property
+    def live(self) -> bool:
+        with self._cond:
+            return self._lost is None
+
+    def why_not(self, image_id: str, refs: tuple[str, ...]) -> str | None:
+        with self._cond:
+            settled = self._cond.wait_for(lambda: self._pending == 0, self.RESOLVE_WAIT)
+            if not settled:
+                return "a container created just now could not be looked up in time"
+            if image_id in self._used:
+                return f"container {self._used[image_id]} was created from it"
+            if image_id in self._named:
+                return f"it was tagged {self._named[image_id]} meanwhile"
+            for ref in refs:
+                if ref in self._refs:
+                    return f"{ref} was just given to an image ({self._refs[ref]})"
+        return None
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+        sock = self._conn.sock
+        if sock is not None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._conn.close()
+
+    def _read(self, response: http.client.HTTPResponse) -> None:
+        decoder = json.JSONDecoder()
+        buffer = ""
+        why = "the engine's event stream ended"
+        try:
+            while True:
+                chunk = response.read1(65536)
+                if not chunk:
+                    break
+                buffer += chunk.decode(errors="replace")
+                while True:
+                    buffer = buffer.lstrip()
+                    try:
+                        message, end = decoder.raw_decode(buffer)
+                    except ValueError:
+                        break
+                    buffer = buffer[end:]
+                    if isinstance(message, dict):
+                        self._take(message)
+        except (OSError, http.client.HTTPException, ReclaimError) as exc:
+            why = f"the engine's event stream broke ({exc})"
+        finally:
+            with self._cond:
+                if not self._stopped:
+                    self._lost = why
+                self._cond.notify_all()
+
+    def _take(self, message: dict[str, Any]) -> None:
+        kind, action = message.get("Type"), message.get("Action")
+        actor = message.get("Actor") or {}
+        actor_id = str(actor.get("ID") or message.get("id") or "")
+        name = str((actor.get("Attributes") or {}).get("name") or "")
+        if kind == "container" and action == "create" and actor_id:
+            with self._cond:
+                self._pending += 1
+            try:
+                try:
+                    raw = self._runtime._get_json(f"/containers/{actor_id}/json",
+                                                  f"inspect container {actor_id[:12]}")
+                except NotFound:
+                    return  # removed again already: it uses nothing now
+                with self._cond:
+                    self._used.setdefault(str(raw.get("Image") or ""),
+                                          name or actor_id[:12])
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
+        elif kind == "image" and action in _USE_EVENTS:
+            with self._cond:
+                for ref in (actor_id, name):
+                    if ref and not _HEX64.match(ref.removeprefix("sha256:")):
+                        self._refs.setdefault(ref, str(action))
+                if actor_id.startswith("sha256:") and name:
+                    self._named.setdefault(actor_id, name)
+                self._cond.notify_all()

@@ -12,15 +12,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reclaim.model import Layer
+from reclaim.runtimes.recordcache import RecordCache
 from reclaim.timeutil import parse_time
 
 _HEX = frozenset("0123456789abcdef")
-_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -62,9 +61,11 @@ class Overlay2Metadata:
     Paths are plain strings here: with thousands of files to open, pathlib's joins cost more
     than the reads themselves."""
 
-    def __init__(self, data_root: str | os.PathLike[str], driver: str = "overlay2") -> None:
+    def __init__(self, data_root: str | os.PathLike[str], driver: str = "overlay2",
+                 cache: RecordCache | None = None) -> None:
         self.root = os.fspath(data_root)
         self.driver = driver
+        self.cache = cache
         self.image_dir = os.path.join(self.root, "image", driver)
         self.configs_dir = os.path.join(self.image_dir, "imagedb", "content", "sha256")
         self._configs = self.configs_dir + "/"
@@ -80,6 +81,10 @@ class Overlay2Metadata:
         hexpart = digest_hex(image_id)
         if hexpart is None:
             raise MetadataUnreadable(f"unexpected image id {image_id!r}")
+        if self.cache is not None:
+            hit = self.cache.image(hexpart)
+            if isinstance(hit, list) and len(hit) == 4:
+                return ImageConfig(*hit)
         path = self._configs + hexpart
         try:
             with open(path, "rb") as f:
@@ -92,9 +97,13 @@ class Overlay2Metadata:
             raise MetadataUnreadable(f"image config {path}: malformed diff ids")
         created = config.get("created")
         labels = (config.get("config") or {}).get("Labels")
-        return ImageConfig(diff_ids=diff_ids, config_bytes=len(raw),
-                           created=created if isinstance(created, str) else None,
-                           labels=labels if isinstance(labels, dict) else None)
+        found = ImageConfig(diff_ids=diff_ids, config_bytes=len(raw),
+                            created=created if isinstance(created, str) else None,
+                            labels=labels if isinstance(labels, dict) else None)
+        if self.cache is not None:
+            self.cache.put_image(hexpart, [found.diff_ids, found.config_bytes, found.created,
+                                           found.labels])
+        return found
 
     def references(self) -> dict[str, list[str]]:
         """Image id -> its references (`repo:tag` and `repo@digest`, as the engine shows them),
@@ -117,14 +126,22 @@ class Overlay2Metadata:
         hexpart = digest_hex(chain_id)
         if hexpart is None:
             raise MetadataUnreadable(f"unexpected chain id {chain_id!r}")
+        if self.cache is not None:
+            hit = self.cache.layer(hexpart)
+            if isinstance(hit, list) and len(hit) == 2:
+                return Layer(chain_id=chain_id, diff_id=diff_id, size=hit[0], parent=parent,
+                             metadata_bytes=hit[1])
         entry = self._layerdb + hexpart
         try:
             with open(entry + "/size", "rb") as f:
                 size = int(f.read().strip())
         except (OSError, ValueError) as exc:
             raise MetadataUnreadable(f"layer size {entry}/size: {exc}") from exc
+        metadata_bytes = self._bookkeeping_bytes(entry, size, depth)
+        if self.cache is not None:
+            self.cache.put_layer(hexpart, [size, metadata_bytes])
         return Layer(chain_id=chain_id, diff_id=diff_id, size=size, parent=parent,
-                     metadata_bytes=self._bookkeeping_bytes(entry, size, depth))
+                     metadata_bytes=metadata_bytes)
 
     def _bookkeeping_bytes(self, entry: str, size: int, depth: int) -> int:
         """What the engine keeps for a layer besides its files, as `du -b` counts it: the
@@ -180,7 +197,8 @@ def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] |
     return state if isinstance(state, dict) else None
 
 
-def container_listing(data_root: str) -> list[dict[str, Any]] | None:
+def container_listing(data_root: str,
+                      cache: RecordCache | None = None) -> list[dict[str, Any]] | None:
     """Every container's `config.v2.json` under `containers/`, turned into the shape of the
     engine's `GET /containers/json?all=1` answer (plus `State` details: StartedAt, FinishedAt),
     or None when the directory cannot be listed (the caller then asks the engine).
@@ -195,45 +213,56 @@ def container_listing(data_root: str) -> list[dict[str, Any]] | None:
     except OSError:
         return None
     listing: list[dict[str, Any]] = []
-    exact_created: list[datetime | None] = []
     for cid in names:
         if len(cid) != 64 or not set(cid) <= _HEX:
             continue
+        path = os.path.join(base, cid, "config.v2.json")
         try:
-            with open(os.path.join(base, cid, "config.v2.json"), "rb") as f:
-                raw = json.loads(f.read())
-            state = raw["State"]
-            config = raw.get("Config") or {}
-            created = raw.get("Created")
-        except (OSError, ValueError, KeyError, TypeError):
+            st = os.stat(path)
+        except OSError:
             continue
-        if not isinstance(state, dict):
-            continue
-        listing.append({
-            "Id": cid,
-            "Names": ["/" + str(raw.get("Name") or "").lstrip("/")],
-            "ImageID": str(raw.get("Image") or ""),
-            "State": _state_string(state),
-            "Created": _whole_seconds(created),
-            "Labels": config.get("Labels") or {},
-            "Mounts": [
-                {"Type": m.get("Type") or "", "Name": m.get("Name") or None,
-                 "Source": m.get("Source") or "", "Destination": m.get("Destination") or ""}
-                for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)
-            ],
-            "StateDetail": state,
-        })
-        exact_created.append(parse_time(created) if isinstance(created, str) else None)
+        # A rewrite is a new file renamed into place: a new inode and change time.
+        stamp = [st.st_ino, st.st_ctime_ns, st.st_size]
+        entry = cache.container(cid, stamp) if cache is not None else None
+        if entry is None:
+            entry = _container_record(cid, path)
+            if entry is None:
+                continue
+            if cache is not None:
+                cache.put_container(cid, stamp, entry)
+        listing.append(entry)
     # Newest first, as the engine lists them.
-    order = sorted(range(len(listing)), reverse=True,
-                   key=lambda i: (exact_created[i] or _EPOCH, listing[i]["Id"]))
-    return [listing[i] for i in order]
+    listing.sort(key=lambda raw: (raw["CreatedExact"], raw["Id"]), reverse=True)
+    return listing
 
 
-def _whole_seconds(value: Any) -> int | None:
-    """Unix seconds, as the listing gives a container's creation time."""
-    when = parse_time(value) if isinstance(value, str) else None
-    return int(when.timestamp()) if when is not None else None
+def _container_record(cid: str, path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            raw = json.loads(f.read())
+        state = raw["State"]
+        config = raw.get("Config") or {}
+        created = raw.get("Created")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    exact = parse_time(created) if isinstance(created, str) else None
+    return {
+        "Id": cid,
+        "Names": ["/" + str(raw.get("Name") or "").lstrip("/")],
+        "ImageID": str(raw.get("Image") or ""),
+        "State": _state_string(state),
+        "Created": int(exact.timestamp()) if exact else None,  # whole seconds, as listed
+        "CreatedExact": exact.timestamp() if exact else 0.0,
+        "Labels": config.get("Labels") or {},
+        "Mounts": [
+            {"Type": m.get("Type") or "", "Name": m.get("Name") or None,
+             "Source": m.get("Source") or "", "Destination": m.get("Destination") or ""}
+            for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)
+        ],
+        "StateDetail": state,
+    }
 
 
 def _state_string(state: dict[str, Any]) -> str:

@@ -1,0 +1,115 @@
+"""What `df` read from the engine's records on disk, kept between runs.
+
+Most of those records never change once written, so reading them again on every run is the
+bulk of `df`'s work on a big host:
+
+- an image config is stored under the digest of its own bytes, and a layer's `size` under its
+  chain id (the digest of its content and its parents'): an entry keyed by those ids is true for
+  as long as the id exists;
+- a container record (`config.v2.json`) is rewritten on every state change, always by writing
+  a new file and renaming it over the old one: an entry is kept with the file's inode, change
+  time and size, and used only while all three are unchanged.
+
+The cache holds nothing but copies of those records and is only read by `df` (plan and apply
+ask the engine). Unreadable, of another version or for another data root: it is ignored and
+rewritten, never trusted. Entries not seen in a run are dropped, so it never outgrows the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+VERSION = 1
+
+
+class RecordCache:
+    def __init__(self, path: str | None, data_root: str) -> None:
+        self.path = path
+        self.data_root = data_root
+        self.images: dict[str, Any] = {}
+        self.layers: dict[str, Any] = {}
+        self.containers: dict[str, Any] = {}
+        self._seen_images: set[str] = set()
+        self._seen_layers: set[str] = set()
+        self._seen_containers: set[str] = set()
+        self._dirty = False
+        self._load()
+
+    def _load(self) -> None:
+        if self.path is None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                doc = json.loads(f.read())
+            if doc.get("version") != VERSION or doc.get("data_root") != self.data_root:
+                return
+            images, layers, containers = doc["images"], doc["layers"], doc["containers"]
+            if not all(isinstance(x, dict) for x in (images, layers, containers)):
+                return
+        except (OSError, ValueError, KeyError, AttributeError):
+            return
+        self.images, self.layers, self.containers = images, layers, containers
+
+    # Each getter marks the entry as still in use; each setter also marks the cache dirty.
+
+    def image(self, key: str) -> Any:
+        self._seen_images.add(key)
+        return self.images.get(key)
+
+    def put_image(self, key: str, value: Any) -> None:
+        self._seen_images.add(key)
+        self.images[key] = value
+        self._dirty = True
+
+    def layer(self, key: str) -> Any:
+        self._seen_layers.add(key)
+        return self.layers.get(key)
+
+    def put_layer(self, key: str, value: Any) -> None:
+        self._seen_layers.add(key)
+        self.layers[key] = value
+        self._dirty = True
+
+    def container(self, key: str, stamp: list[int]) -> Any:
+        self._seen_containers.add(key)
+        entry = self.containers.get(key)
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] == stamp:
+            return entry[1]
+        return None
+
+    def put_container(self, key: str, stamp: list[int], value: Any) -> None:
+        self._seen_containers.add(key)
+        self.containers[key] = [stamp, value]
+        self._dirty = True
+
+    def save(self) -> None:
+        """Writes the cache when anything was added or dropped; a failure to write only costs
+        the next run its speed, so it is not an error."""
+        for entries, seen in ((self.images, self._seen_images),
+                              (self.layers, self._seen_layers),
+                              (self.containers, self._seen_containers)):
+            gone = entries.keys() - seen
+            for key in gone:
+                del entries[key]
+            self._dirty = self._dirty or bool(gone)
+        if self.path is None or not self._dirty:
+            return
+        doc = {"version": VERSION, "data_root": self.data_root, "images": self.images,
+               "layers": self.layers, "containers": self.containers}
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".records-", dir=directory)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(doc, f, separators=(",", ":"))
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError:
+            return
+        self._dirty = False
