@@ -113,7 +113,9 @@ def classify(g: Graph, records: dict[str, Record], refs: dict[str, str], *, engi
     signatures: dict[str, tuple[int, ...]] = {}
     for name, r in sorted(records.items()):
         rel = f"volumes/{name}"
-        used = g.volume_refs.get(name) or g.volume_refs.get(r.id)
+        # A container names a vfs volume by its path (whose last part is the id), a bind mount
+        # by the host path itself.
+        used = g.volume_refs.get(name) or g.volume_refs.get(r.id) or g.volume_refs.get(r.path)
         if r.id != name:
             findings.append(Finding(rel, "unknown", [
                 f"pre-1.7 volume record whose ID {r.id[:24]!r} is not its directory's name"]))
