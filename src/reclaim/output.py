@@ -281,6 +281,19 @@ def show_fsck(result: FsckResult) -> None:
                   f"{human_bytes(batch.bytes)} ({batch.path})")
     if result.mode == "purge" and not result.batches:
         out.print("No quarantined batch to purge.")
+    if result.held:
+        out.print("In quarantine:")
+        for batch in result.held:
+            recorded = ("" if result.ledger_unread or batch.id not in result.unrecorded
+                        else " (not in the ledger; its manifest.json is enough)")
+            out.print(f"  batch {batch.id}: {len(batch.entries)} entries, "
+                      f"{human_bytes(batch.bytes)}, created {batch.created_at}{recorded}")
+            out.print(f"    restore: {result.restore_command(batch.id)}")
+        out.print("  delete them for good: reclaim fsck --data-root "
+                  f"{result.data_root} --purge [--older-than DUR]")
+    if result.ledger is not None and result.ledger.error is not None and result.mode == "report":
+        warning(f"the ledger {result.ledger.path} could not be read ({result.ledger.error}); "
+                "the batches above are listed from their manifests")
 
 
 # -- plan, apply, history ----------------------------------------------------------------------

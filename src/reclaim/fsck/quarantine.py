@@ -13,6 +13,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -42,10 +43,11 @@ class Batch:
     created_at: str
     entries: list[dict[str, Any]]
     bytes: int
+    data_root: str = ""  # the data root the entries were taken from (the manifest says)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "created_at": self.created_at,
-                "entries": self.entries, "bytes": self.bytes}
+                "data_root": self.data_root, "entries": self.entries, "bytes": self.bytes}
 
 
 @contextlib.contextmanager
@@ -73,6 +75,31 @@ def _write_manifest(batch_dir: str, doc: dict[str, Any]) -> None:
     os.replace(tmp, os.path.join(batch_dir, MANIFEST))
 
 
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as \ooo.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """The mount points of this process's mount namespace: the one the renames happen in."""
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise FsckRefused(f"cannot read {mountinfo} to check that every move stays within one "
+                          f"mount: {exc.strerror}") from exc
+    return [_unescape(line.split()[4]) for line in lines if len(line.split()) > 4]
+
+
+def _mount_of(path: str, points: list[str]) -> str:
+    """The mount point `path` is under (the longest one that is a prefix of it)."""
+    best = "/"
+    for mp in points:
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+            best = mp
+    return best
+
+
 def _inside(root: str, rel: str) -> str:
     """root/rel, refusing a rel that is absolute or climbs out (`..`)."""
     parts = rel.split("/")
@@ -94,11 +121,23 @@ def quarantine(result: Scan) -> Batch:
         if os.lstat(qroot).st_dev != root_dev:
             raise FsckRefused(f"{qroot} is on another filesystem than {root}: a rename would be "
                               "a copy; refusing")
+        # The same filesystem is not enough: a rename cannot cross mount points either (EXDEV),
+        # and dockerd 20.10 bind-mounts its data root onto itself while it runs when the
+        # host's mount propagation is private. Found out here, before anything moves.
+        points = mount_points()
+        qmount = _mount_of(qroot, points)
         moves: list[dict[str, Any]] = []
         for f in todo:
             src = _inside(root, f.path)
             if os.lstat(src).st_dev != root_dev:
                 raise FsckRefused(f"{f.path} is on another filesystem than the data root")
+            smount = _mount_of(os.path.dirname(src), points)
+            if smount != qmount:
+                raise FsckRefused(
+                    f"{f.path} is under the mount at {smount} and {qroot} under {qmount}: a "
+                    "rename cannot cross mounts; nothing was moved",
+                    hint="a running dockerd may hold its data root as a mount of its own: stop "
+                         "the engine and run again with --engine-stopped")
             moves.append({"from": f.path, "class": f.cls, "bytes": f.bytes, "kind": "dir",
                           "state": "pending"})
             if f.link is not None:
@@ -135,10 +174,11 @@ def quarantine(result: Scan) -> Batch:
                 move["state"] = "moved"
             _write_manifest(batch_dir, doc)
         batch = Batch(stamp, batch_dir, doc["created_at"], moves,
-                      sum(m["bytes"] for m in moves if m["state"] == "moved"))
+                      sum(m["bytes"] for m in moves if m["state"] == "moved"), root)
         if failed:
             raise PartialAction(f"batch {stamp}: {len(failed)} of {len(moves)} moves failed: "
-                                + "; ".join(failed[:3]), hint=f"see {batch_dir}/{MANIFEST}")
+                                + "; ".join(failed[:3]), hint=f"see {batch_dir}/{MANIFEST}",
+                                done=[batch])
         return batch
 
 
@@ -181,7 +221,7 @@ def restore(data_root: str, batch_id: str) -> Batch:
             _write_manifest(batch_dir, doc)
         _remove_batch(batch_dir)
         return Batch(batch_id, batch_dir, str(doc.get("created_at")), entries,
-                     sum(int(e["bytes"]) for e in entries))
+                     sum(int(e["bytes"]) for e in entries), root)
 
 
 def _remove_batch(batch_dir: str) -> None:
@@ -211,7 +251,8 @@ def list_batches(data_root: str) -> list[Batch]:
         entries = list(doc.get("entries") or [])
         out.append(Batch(name, batch_dir, str(doc.get("created_at")), entries,
                          sum(int(e.get("bytes") or 0) for e in entries
-                             if e.get("state") == "moved")))
+                             if e.get("state") == "moved"),
+                         os.path.realpath(str(doc.get("data_root")))))
     return out
 
 
@@ -224,6 +265,10 @@ def purge(data_root: str, *, older_than: float | None = None) -> list[Batch]:
     purged: list[Batch] = []
     with _locked(qroot):
         for batch in list_batches(root):
+            # The quarantine dir is shared by the data roots of one parent directory: only
+            # this root's batches are purged.
+            if batch.data_root != root:
+                continue
             created = _parse_time(batch.created_at)
             if older_than is not None and (created is None or now - created < older_than):
                 continue
@@ -233,8 +278,9 @@ def purge(data_root: str, *, older_than: float | None = None) -> list[Batch]:
             except OSError as exc:
                 if exc.errno == errno.ENOENT:
                     continue
-                raise PartialAction(f"purging batch {batch.id}: {exc}") from exc
-            purged.append(Batch(batch.id, batch.path, batch.created_at, batch.entries, measured))
+                raise PartialAction(f"purging batch {batch.id}: {exc}", done=purged) from exc
+            purged.append(Batch(batch.id, batch.path, batch.created_at, batch.entries, measured,
+                                batch.data_root))
     return purged
 
 

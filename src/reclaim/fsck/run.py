@@ -1,17 +1,42 @@
-"""What `reclaim fsck` does, as plain functions returning results (the CLI only shows them)."""
+"""What `reclaim fsck` does, as plain functions returning results (the CLI only shows them).
+
+Every quarantine, restore and purge is recorded in the ledger (`state/quarantine.py`, the file
+`fsck.db` in the state dir) after it is done. The batch's manifest.json is what a restore works
+from, so a ledger that cannot be written (a read-only state dir, a full disk) does not undo or
+block the action: the result says so (`ledger.error`) and the command exits 1.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from reclaim.errors import ReclaimError
 from reclaim.fsck import quarantine as q
 from reclaim.fsck import scan as scanmod
-from reclaim.fsck.errors import FsckRefused
+from reclaim.fsck.errors import FsckRefused, PartialAction
+from reclaim.state import store as state_store
+from reclaim.state.quarantine import BatchRecord, ledger_file, open_ledger
 
 DEFAULT_DATA_ROOT = "/var/lib/docker"
+
+
+@dataclass
+class LedgerNote:
+    """Where this run's batches were recorded, or why they could not be."""
+
+    path: str
+    recorded: bool = False
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "recorded": self.recorded, "error": self.error}
 
 
 @dataclass
@@ -20,6 +45,16 @@ class FsckResult:
     scan: scanmod.Scan | None = None
     batches: list[q.Batch] = field(default_factory=list)
     data_root: str = ""
+    # Batches of this data root still in quarantine after this run (from their manifests),
+    # with whether the ledger has them: how a user finds the id to restore later.
+    held: list[q.Batch] = field(default_factory=list)
+    unrecorded: set[str] = field(default_factory=set)
+    ledger_unread: bool = False  # the ledger could not be read: whether a batch is in it is unknown
+    ledger: LedgerNote | None = None
+
+    def restore_command(self, batch_id: str) -> str:
+        return (f"reclaim fsck --data-root {shlex.quote(self.data_root)} "
+                f"--restore {shlex.quote(batch_id)}")
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = (self.scan.to_json() if self.scan is not None
@@ -27,8 +62,18 @@ class FsckResult:
                                      "driver": None, "findings": [], "reclaimable_bytes": 0})
         doc["mode"] = self.mode
         if self.mode != "report":
-            doc["batches"] = [b.to_json() for b in self.batches]
+            doc["batches"] = [self._batch_json(b) for b in self.batches]
+        doc["quarantined"] = [self._batch_json(b) for b in self.held]
+        if self.ledger is not None:
+            doc["ledger"] = self.ledger.to_json()
         return doc
+
+    def _batch_json(self, batch: q.Batch) -> dict[str, Any]:
+        out = batch.to_json()
+        if self.mode in ("report", "quarantine") or batch in self.held:
+            out["restore"] = self.restore_command(batch.id)
+        out["recorded"] = None if self.ledger_unread else batch.id not in self.unrecorded
+        return out
 
 
 def check_engine_stopped(root: str) -> None:
@@ -41,20 +86,24 @@ def check_engine_stopped(root: str) -> None:
 
 
 def report(data_root: str, *, engine_stopped: bool = False,
-           progress: Callable[[int], None] | None = None) -> FsckResult:
+           progress: Callable[[int], None] | None = None,
+           state_dir: Path | None = None) -> FsckResult:
     root = scanmod.canonical_root(data_root)
     if engine_stopped:
         check_engine_stopped(root)
     # Without --engine-stopped the engine is assumed to run: a dockerd in another pid namespace
     # (fsck run from a container) would be invisible to a process check.
     result = scanmod.scan(root, engine_running=not engine_stopped, progress=progress)
-    return FsckResult("report", result, data_root=result.data_root)
+    out = FsckResult("report", result, data_root=result.data_root)
+    _held(out, state_dir)
+    return out
 
 
 def quarantine(data_root: str, *, engine_stopped: bool = False,
                look_gap: float = scanmod.DEFAULT_LOOK_GAP,
                min_age: float = scanmod.DEFAULT_MIN_AGE,
-               progress: Callable[[int], None] | None = None) -> FsckResult:
+               progress: Callable[[int], None] | None = None,
+               state_dir: Path | None = None) -> FsckResult:
     root = scanmod.canonical_root(data_root)
     if engine_stopped:
         check_engine_stopped(root)
@@ -63,23 +112,113 @@ def quarantine(data_root: str, *, engine_stopped: bool = False,
     if engine_stopped:
         # Checked again after the look: an engine started meanwhile voids the proof.
         check_engine_stopped(root)
-    batches = []
+    out = FsckResult("quarantine", result, data_root=root)
     if any(f.action == "quarantine" for f in result.findings) or result.blockers:
-        batch = q.quarantine(result)
-        batches.append(batch)
+        try:
+            batch = q.quarantine(result)
+        except PartialAction as exc:
+            # Some entries moved: the ledger still gets the batch as it was left.
+            _record(out, state_dir, [_record_of(b, "quarantined") for b in exc.done])
+            raise
+        out.batches.append(batch)
         moved = {e["from"] for e in batch.entries if e["state"] == "moved"}
         result.findings = [
             replace(f, action="quarantined") if f.path in moved else f
             for f in result.findings
         ]
-    return FsckResult("quarantine", result, batches, data_root=root)
+        _record(out, state_dir, [_record_of(batch, "quarantined")])
+    _held(out, state_dir, read_ledger=False)
+    return out
 
 
-def restore(data_root: str, batch_id: str) -> FsckResult:
+def restore(data_root: str, batch_id: str, *, state_dir: Path | None = None) -> FsckResult:
     root = os.path.realpath(data_root)
-    return FsckResult("restore", None, [q.restore(root, batch_id)], data_root=root)
+    out = FsckResult("restore", None, [q.restore(root, batch_id)], data_root=root)
+    _record(out, state_dir, [_record_of(b, "restored") for b in out.batches])
+    _held(out, state_dir, read_ledger=False)
+    return out
 
 
-def purge(data_root: str, *, older_than: float | None = None) -> FsckResult:
+def purge(data_root: str, *, older_than: float | None = None,
+          state_dir: Path | None = None) -> FsckResult:
     root = os.path.realpath(data_root)
-    return FsckResult("purge", None, q.purge(root, older_than=older_than), data_root=root)
+    out = FsckResult("purge", None, data_root=root)
+    try:
+        out.batches = q.purge(root, older_than=older_than)
+    except PartialAction as exc:
+        _record(out, state_dir, [_record_of(b, "purged") for b in exc.done])
+        raise
+    _record(out, state_dir, [_record_of(b, "purged") for b in out.batches])
+    _held(out, state_dir, read_ledger=False)
+    return out
+
+
+# --- the ledger -------------------------------------------------------------------------------
+
+
+def _created(batch: q.Batch) -> datetime:
+    try:
+        return datetime.fromisoformat(batch.created_at.replace("Z", "+00:00"))
+    except ValueError:
+        # The id is the creation time too (to the microsecond).
+        return datetime.strptime(batch.id, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+
+
+def _record_of(batch: q.Batch, state: str) -> BatchRecord:
+    moved_bytes = sum(int(e.get("bytes") or 0) for e in batch.entries
+                      if e.get("state") in ("moved", "restored"))
+    return BatchRecord(
+        data_root=batch.data_root, id=batch.id, path=batch.path, created=_created(batch),
+        # What was quarantined; a purge also says what it measured just before deleting.
+        bytes=moved_bytes, state=state, state_at=datetime.now(UTC),
+        entries=list(batch.entries), purged_bytes=batch.bytes if state == "purged" else None)
+
+
+def _state_dir(state_dir: Path | None) -> Path:
+    return state_dir if state_dir is not None else state_store.default_state_dir()
+
+
+def _record(out: FsckResult, state_dir: Path | None, records: list[BatchRecord]) -> None:
+    directory = _state_dir(state_dir)
+    out.ledger = LedgerNote(str(ledger_file(directory)))
+    if not records:
+        out.ledger.recorded = True
+        return
+    try:
+        ledger = open_ledger(directory)
+        try:
+            for record in records:
+                ledger.record(record)
+        finally:
+            ledger.close()
+    except (ReclaimError, sqlite3.Error, OSError) as exc:
+        text = exc.message if isinstance(exc, ReclaimError) else str(exc)
+        out.ledger.error = text
+        out.unrecorded.update(r.id for r in records)
+        return
+    out.ledger.recorded = True
+
+
+def _held(out: FsckResult, state_dir: Path | None, *, read_ledger: bool = True) -> None:
+    """The batches of this data root still in quarantine. In a read-only report the ledger is
+    only read if it exists (a report creates no state); a ledger that cannot be read is said,
+    not fatal: the manifests on disk are what restore works from."""
+    out.held = [b for b in q.list_batches(out.data_root) if b.data_root == out.data_root]
+    if not out.held or not read_ledger:
+        return
+    path = ledger_file(_state_dir(state_dir))
+    if not path.exists():
+        out.unrecorded = {b.id for b in out.held}
+        return
+    try:
+        ledger = open_ledger(path.parent)
+        try:
+            known = {r.id for r in ledger.batches(out.data_root, states=("quarantined",))}
+        finally:
+            ledger.close()
+    except (ReclaimError, sqlite3.Error, OSError) as exc:
+        out.ledger = LedgerNote(str(path), error=exc.message if isinstance(exc, ReclaimError)
+                                else str(exc))
+        out.ledger_unread = True
+        return
+    out.unrecorded = {b.id for b in out.held} - known

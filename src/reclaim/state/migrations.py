@@ -58,6 +58,24 @@ MIGRATIONS: tuple[str, ...] = (
         gone_at        REAL
     );
     """,
+    # 3: fsck's quarantine batches: what was moved aside from which data root, and what became
+    # of each batch (restored, purged) and when. Keyed by data root and batch id: ids are
+    # timestamps, unique within the quarantine dir beside one data root.
+    """
+    CREATE TABLE quarantine (
+        data_root    TEXT NOT NULL,
+        id           TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        created      REAL NOT NULL,
+        entries      TEXT NOT NULL DEFAULT '[]',
+        bytes        INTEGER NOT NULL DEFAULT 0,
+        state        TEXT NOT NULL CHECK (state IN ('quarantined', 'restored', 'purged')),
+        state_at     REAL NOT NULL,
+        purged_bytes INTEGER,
+        PRIMARY KEY (data_root, id)
+    );
+    CREATE INDEX quarantine_by_time ON quarantine (created);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
