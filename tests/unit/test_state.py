@@ -247,3 +247,36 @@ def test_a_volume_dangles_from_when_it_was_first_seen_unused(tmp_path: Path) -> 
     fake.remove_container("c" * 64)
     Recorder(led).catch_up(fake.inventory(), T0 + timedelta(days=4))
     assert led.volume_dangling_since() == {"cache": T0 + timedelta(days=4)}
+
+
+def test_a_catch_up_writes_only_what_changed_and_misses_no_change(tmp_path: Path) -> None:
+    fake = FakeRuntime()
+    for n in (1, 2):
+        fake.add_image(iid(n), tags=[f"i:{n}"], layers=[(f"sha256:{n:064x}", 10)])
+    fake.add_container(Container("a" * 64, "job", iid(1), ContainerState.EXITED,
+                                 created=T0 - timedelta(days=9), started=T0 - timedelta(days=8),
+                                 finished=T0 - timedelta(days=7)))
+    fake.add_container(Container("b" * 64, "old", iid(2), ContainerState.CREATED,
+                                 created=T0 - timedelta(days=9)))
+    led = ledger(tmp_path)
+    Recorder(led).catch_up(fake.inventory(), T0)
+    changes = led.store.conn.total_changes
+    Recorder(led).catch_up(fake.inventory(), T0 + timedelta(hours=1))
+    assert led.store.conn.total_changes == changes  # nothing changed: nothing written
+
+    # A container ran again, an image got a tag, another container and image went away.
+    fake.remove_container("b" * 64)
+    fake.add_container(Container("a" * 64, "job", iid(1), ContainerState.EXITED,
+                                 created=T0 - timedelta(days=9), started=T0,
+                                 finished=T0 + timedelta(minutes=30)))
+    fake.remove_image("i:2")
+    fake.add_image(iid(3), tags=["i:3", "i:3b"], layers=[(f"sha256:{3:064x}", 10)])
+    later = T0 + timedelta(hours=2)
+    Recorder(led).catch_up(fake.inventory(), later)
+    images = led.images()
+    use = images[iid(1)].last_use
+    assert use is not None and use.when == T0 + timedelta(minutes=30)
+    assert images[iid(2)].gone_at == later
+    assert images[iid(3)].refs == ("i:3", "i:3b") and images[iid(3)].gone_at is None
+    gone = dict(led.store.conn.execute("SELECT container_id, gone_at FROM containers"))
+    assert gone == {"a" * 64: None, "b" * 64: later.timestamp()}

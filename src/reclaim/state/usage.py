@@ -45,25 +45,18 @@ class Ledger:
 
     def observe(self, inventory: Inventory, now: datetime) -> None:
         """Reconcile with what the engine holds now: every image gets a `first_seen`, every
-        container's timestamps count as uses of its image, and what is gone is marked so."""
+        container's timestamps count as uses of its image, and what is gone is marked so.
+
+        Every command does this first, on every object of the host, so only what changed is
+        written: rows are compared with what the ledger holds, and `last_seen` is the time a
+        container's row was last written, not the last time it was looked at."""
         with self.store.transaction() as db:
             self._observe_images(db, inventory, now)
-            db.executemany(
-                "INSERT INTO containers (container_id, image_id, name, state, created,"
-                " started, finished, last_seen) VALUES (?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (container_id) DO UPDATE SET image_id=excluded.image_id,"
-                " name=excluded.name, state=excluded.state, created=excluded.created,"
-                " started=excluded.started, finished=excluded.finished,"
-                " last_seen=excluded.last_seen, gone_at=NULL",
-                [(c.id, c.image_id, c.name, c.state.value, _opt(c.created), _opt(c.started),
-                  _opt(c.finished), _ts(now)) for c in inventory.containers],
-            )
+            self._observe_containers(db, inventory, now)
             uses = [
                 Use(image_id, last.when, last.source, last.detail)
                 for image_id, last in container_uses(inventory, now).items()
             ]
-            present = [c.id for c in inventory.containers]
-            _mark_gone(db, "containers", "container_id", present, now)
             self._observe_volumes(db, inventory, now)
             self._record(db, uses, now)
 
@@ -172,19 +165,66 @@ class Ledger:
             " ELSE COALESCE(volumes.dangling_since, excluded.dangling_since) END",
             [(v.name, _ts(now), _ts(now) if v.dangling else None) for v in inventory.volumes],
         )
-        _mark_gone(db, "volumes", "name", [v.name for v in inventory.volumes], now)
-
+        present = {v.name for v in inventory.volumes}
+        held = [str(row[0]) for row in
+                db.execute("SELECT name FROM volumes WHERE gone_at IS NULL")]
+        _mark_gone(db, "volumes", "name", [n for n in held if n not in present], now)
 
     def _observe_images(self, db: sqlite3.Connection, inventory: Inventory, now: datetime) -> None:
+        held = {
+            str(row[0]): (row[1], row[2], row[3])
+            for row in db.execute("SELECT image_id, tagged_at, refs, gone_at FROM images")
+        }
+        changed = []
+        for image in inventory.images:
+            tagged, refs = _opt(image.tagged_at), json.dumps(list(image.tags))
+            old = held.get(image.id)
+            if old is not None:
+                old_tagged, old_refs, old_gone = old
+                # The later tag time stands, as the upsert below keeps it.
+                kept = tagged if old_tagged is None else (
+                    old_tagged if tagged is None else max(old_tagged, tagged))
+                if (kept, refs, None) == (old_tagged, old_refs, old_gone):
+                    continue
+            changed.append((image.id, _ts(now), tagged, refs))
         db.executemany(
             "INSERT INTO images (image_id, first_seen, tagged_at, refs) VALUES (?,?,?,?)"
             " ON CONFLICT (image_id) DO UPDATE SET refs = excluded.refs,"
             " tagged_at = COALESCE(MAX(images.tagged_at, excluded.tagged_at),"
             " images.tagged_at, excluded.tagged_at), gone_at = NULL",
-            [(i.id, _ts(now), _opt(i.tagged_at), json.dumps(list(i.tags)))
-             for i in inventory.images],
+            changed,
         )
-        _mark_gone(db, "images", "image_id", [i.id for i in inventory.images], now)
+        present = {i.id for i in inventory.images}
+        _mark_gone(db, "images", "image_id",
+                   [k for k, (_, _, gone) in held.items() if gone is None and k not in present],
+                   now)
+
+    def _observe_containers(self, db: sqlite3.Connection, inventory: Inventory,
+                            now: datetime) -> None:
+        held = {
+            str(row[0]): tuple(row[1:])
+            for row in db.execute(
+                "SELECT container_id, image_id, name, state, created, started, finished,"
+                " gone_at FROM containers")
+        }
+        changed = []
+        for c in inventory.containers:
+            seen = (c.image_id, c.name, c.state.value, _opt(c.created), _opt(c.started),
+                    _opt(c.finished), None)
+            if held.get(c.id) != seen:
+                changed.append((c.id, *seen[:-1], _ts(now)))
+        db.executemany(
+            "INSERT INTO containers (container_id, image_id, name, state, created,"
+            " started, finished, last_seen) VALUES (?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (container_id) DO UPDATE SET image_id=excluded.image_id,"
+            " name=excluded.name, state=excluded.state, created=excluded.created,"
+            " started=excluded.started, finished=excluded.finished,"
+            " last_seen=excluded.last_seen, gone_at=NULL",
+            changed,
+        )
+        present = {c.id for c in inventory.containers}
+        _mark_gone(db, "containers", "container_id",
+                   [k for k, row in held.items() if row[-1] is None and k not in present], now)
 
     @staticmethod
     def _record(db: sqlite3.Connection, uses: list[Use], now: datetime) -> None:
@@ -205,14 +245,8 @@ def _opt(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-def _mark_gone(db: sqlite3.Connection, table: str, key: str, present: list[str],
+def _mark_gone(db: sqlite3.Connection, table: str, key: str, gone: list[str],
                now: datetime) -> None:
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS present (id TEXT PRIMARY KEY)")
-    db.execute("DELETE FROM present")
-    db.executemany("INSERT OR IGNORE INTO present (id) VALUES (?)", ((p,) for p in present))
-    db.execute(
-        # Table and column names are this module's constants, never input.
-        f"UPDATE {table} SET gone_at = ? WHERE gone_at IS NULL"
-        f" AND {key} NOT IN (SELECT id FROM present)",
-        (_ts(now),),
-    )
+    # Table and column names are this module's constants, never input.
+    db.executemany(f"UPDATE {table} SET gone_at = ? WHERE {key} = ? AND gone_at IS NULL",
+                   [(_ts(now), k) for k in gone])
