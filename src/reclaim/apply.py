@@ -2,20 +2,30 @@
 each deletion, and measure what was freed.
 
 Safety: nothing is forced. Every action is re-validated against a fresh inventory and the
-ledger (gone, now used, retagged, used since the plan: skipped with the reason), and each image
-is re-checked against the engine just before each of its tags is removed, because Docker
-removes one of several tags of an image in use without complaint. A refusal by the engine is
-reported and the rest goes on.
+ledger (gone, now used, retagged, used since the plan: skipped with the reason). Docker removes
+one of several tags of an image in use without complaint, so before each tag but the last an
+image is checked again for new users:
+
+- with a `UseWatch` (the engine's event stream, opened before the inventory the plan is
+  checked against), by asking the watch: every container created and every tag given since
+  that inventory is in it, at no request per tag;
+- without one, or once its stream is lost, by asking the engine for the image's containers.
+
+The engine has no "untag only if unused", so either check leaves a window of about one round
+trip. What closes it: the last tag of an image in use (or its id) the engine itself refuses,
+and then the tags removed before it are put back, so an apply never leaves an image a
+container uses with fewer tags than it had. A refusal is reported and the rest goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from reclaim.accounting import Accounting
 from reclaim.errors import EngineError, InUse, NotFound, ReclaimError
@@ -28,6 +38,31 @@ from reclaim.state.journal import Entry, Journal
 APPLY_SCHEMA = "reclaim.apply/v1"
 # Plan files carry times to the second.
 _BASIS_SLACK = timedelta(seconds=1)
+
+
+class UseWatch(Protocol):
+    """A live view of what makes an image's tags unsafe to remove (see the module doc)."""
+
+    @property
+    def live(self) -> bool:
+        """False for good once the watch cannot vouch for what happens any more."""
+        ...
+
+    def why_not(self, image_id: str, refs: tuple[str, ...]) -> str | None:
+        """Why the image's tags must stay (a container created from it, a tag given to it or
+        moved off one of `refs`), or None."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class TagRestoring(Protocol):
+    """Removal that says whether the image itself went, and tagging to put tags back."""
+
+    def remove_image_ref(self, ref: str) -> bool: ...
+
+    def tag_image(self, image_id: str, ref: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -102,34 +137,102 @@ def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage]) -> s
     return None
 
 
-def _delete_image(runtime: Runtime, action: Action, has_digests: bool) -> Outcome:
-    """Each tag, then the id where something else still names it; re-checking for users
-    before every tag the engine would remove even though the image is in use: all but the
-    last (the last tag of an image in use, or its id, the engine itself refuses to remove)."""
-    tags = runtime.image_refs(action.id)
-    if tags is None:
-        return Outcome(action, "skipped", "already gone")
-    if sorted(tags) != sorted(action.refs):
-        return Outcome(action, "skipped", f"retagged just now (now {', '.join(tags) or '-'})")
-    for n, tag in enumerate(tags):
-        if n < len(tags) - 1 and runtime.image_users(action.id):
-            done = f" after removing {n} of its tags" if n else ""
-            return Outcome(action, "skipped", f"a container started using it{done}")
-        runtime.remove_image(tag)
-    if not tags:
-        runtime.remove_image(action.id)
-    elif has_digests:
-        # Still named by a digest after its last tag went; or the last tag took it along.
-        with contextlib.suppress(NotFound):
-            runtime.remove_image(action.id)
+def _remove_ref(runtime: Runtime, ref: str) -> bool | None:
+    """Remove one reference: True when the engine said the image itself went, False when
+    only the tag did, None when the runtime cannot tell."""
+    if isinstance(runtime, TagRestoring):
+        return runtime.remove_image_ref(ref)
+    runtime.remove_image(ref)
+    return None
+
+
+def _unsafe(runtime: Runtime, action: Action, watch: UseWatch | None) -> str | None:
+    """Why the image's next tag must not be removed, from the watch while it is live, else
+    from the engine's list of the image's containers."""
+    if watch is not None and watch.live:
+        why = watch.why_not(action.id, action.refs)
+        # Asked again: the stream may have been lost while `why_not` waited.
+        if why is not None or watch.live:
+            return why
+    if runtime.image_users(action.id):
+        return "a container started using it"
+    return None
+
+
+def _put_back(runtime: Runtime, image_id: str, removed: list[str]) -> str:
+    """Tag the image again with the tags this apply removed from it; a name that meanwhile
+    names another image is left alone. Says what was done, for the skip reason."""
+    if not removed:
+        return ""
+    if not isinstance(runtime, TagRestoring):
+        return f"; its removed tags {', '.join(removed)} could not be put back"
+    back, lost = [], []
+    for ref in removed:
+        try:
+            runtime.image_id(ref)
+            lost.append(ref)  # the name went to another image meanwhile: not ours to take
+            continue
+        except NotFound:
+            pass
+        try:
+            runtime.tag_image(image_id, ref)
+            back.append(ref)
+        except ReclaimError:
+            lost.append(ref)
+    said = f"; its removed tags {', '.join(back)} were put back" if back else ""
+    if lost:
+        said += f"; could not put back {', '.join(lost)}"
+    return said
+
+
+def _delete_image(runtime: Runtime, action: Action, has_digests: bool,
+                  watch: UseWatch | None) -> Outcome:
+    """Each tag, then the id where something else still names it; before every tag but the
+    last, a check for new users (the last tag of an image in use, and its id, the engine
+    itself refuses to remove; the tags removed before such a refusal are put back)."""
+    if watch is not None and watch.live:
+        # Re-validated against an inventory taken after the watch started: any tag given
+        # since then is in the watch.
+        tags = action.refs
+    else:
+        now = runtime.image_refs(action.id)
+        if now is None:
+            return Outcome(action, "skipped", "already gone")
+        if sorted(now) != sorted(action.refs):
+            return Outcome(action, "skipped",
+                           f"retagged just now (now {', '.join(now) or '-'})")
+        tags = now
+    removed: list[str] = []
+    deleted: bool | None = None
+    try:
+        for n, tag in enumerate(tags):
+            if n < len(tags) - 1:
+                why = _unsafe(runtime, action, watch)
+                if why is not None:
+                    done = f" after removing {n} of its tags" if n else ""
+                    return Outcome(action, "skipped",
+                                   why + done + _put_back(runtime, action.id, removed))
+            deleted = _remove_ref(runtime, tag)
+            removed.append(tag)
+        if not tags:
+            _remove_ref(runtime, action.id)
+        elif has_digests and not deleted:
+            # Still named by a digest after its last tag went (unless the answer to the last
+            # removal already listed the image as deleted).
+            with contextlib.suppress(NotFound):
+                _remove_ref(runtime, action.id)
+    except InUse as exc:
+        # Refused: the last tag, or the id after it. Whatever went before is put back.
+        return Outcome(action, "skipped", f"the engine refused: {exc.message}"
+                       + _put_back(runtime, action.id, removed))
     return Outcome(action, "deleted")
 
 
 def _execute(runtime: Runtime, action: Action, build_cache: Callable[[], int],
-             has_digests: bool = False) -> Outcome:
+             has_digests: bool = False, watch: UseWatch | None = None) -> Outcome:
     try:
         if action.kind == "image":
-            return _delete_image(runtime, action, has_digests)
+            return _delete_image(runtime, action, has_digests, watch)
         if action.kind == "container":
             runtime.remove_container(action.id)
         elif action.kind == "volume":
@@ -157,7 +260,9 @@ def apply_actions(
     build_cache: Callable[[], int] = lambda: 0,
     workers: int = 4,
     progress: Callable[[Action, Outcome], None] | None = None,
+    watch: UseWatch | None = None,
 ) -> ApplyResult:
+    """`watch`, when given, must have been started before `before` was taken."""
     result = ApplyResult(predicted_bytes=sum(a.bytes for a in actions))
     valid: list[Action] = []
     current = _Current(before)
@@ -169,14 +274,23 @@ def apply_actions(
             result.skipped.append((action, why))
 
     digested = {i.id for i in before.images if i.digests}
+    journal_lock = threading.Lock()
+
+    def run(action: Action) -> Outcome:
+        outcome = _execute(runtime, action, build_cache, action.id in digested, watch)
+        if outcome.status == "deleted":
+            # Journalled by the worker the moment the engine confirms, one commit each: a
+            # batch would lose its records if the process died before the batch was written.
+            with journal_lock:
+                journal.record(Entry(now(), action.kind, action.id, action.refs,
+                                     action.reason.rule, action.reason.detail, action.bytes,
+                                     plan_created))
+        return outcome
 
     def settle(outcome: Outcome) -> None:
         action = outcome.action
         if outcome.status == "deleted":
             result.deleted.append(action)
-            # Journalled here, in one thread, as each deletion is confirmed.
-            journal.record(Entry(now(), action.kind, action.id, action.refs, action.reason.rule,
-                                 action.reason.detail, action.bytes, plan_created))
         elif outcome.status == "skipped":
             result.skipped.append((action, outcome.why))
         else:
@@ -191,9 +305,7 @@ def apply_actions(
         if not group:
             continue
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for outcome in pool.map(
-                lambda a: _execute(runtime, a, build_cache, a.id in digested), group
-            ):
+            for outcome in pool.map(run, group):
                 settle(outcome)
     return result
 

@@ -11,17 +11,27 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
+from reclaim.apply import apply_actions
+from reclaim.model import Inventory
+from reclaim.policy.plan import Action, plan
+from reclaim.policy.rules import ImagePolicy, Policy
+from reclaim.runtimes.docker import DockerRuntime
 from reclaim.sandbox import engines
 from reclaim.sandbox.content import FixtureSpec, KiB, MiB, build_fixture
 from reclaim.sandbox.engines import SandboxEngine
 from reclaim.sandbox.seed import SeededTruth, seed
+from reclaim.state.journal import Journal
+from reclaim.state.store import Store
+from reclaim.units import Size
 from tests.conftest import KINDS
 
 pytestmark = pytest.mark.engine
@@ -235,3 +245,107 @@ def test_without_a_terminal_apply_needs_yes(engine: SandboxEngine, tmp_path: Pat
     assert done.returncode == 2
     assert "--yes" in done.stderr
     assert images_now(engine) == before
+
+
+class RacingDocker(DockerRuntime):
+    """The Docker adapter, with a container created from `target` right after its first tag
+    is removed: a user that appears mid-apply. Counts the per-tag re-checks apply makes."""
+
+    def __init__(self, url: str, target: str, settle: Any = None) -> None:
+        super().__init__(url)
+        self.target = target
+        self.settle = settle
+        self.created: str | None = None
+        self.user_checks = 0
+
+    def image_users(self, image_id: str) -> tuple[str, ...]:
+        self.user_checks += 1
+        return super().image_users(image_id)
+
+    def remove_image_ref(self, ref: str) -> bool:
+        gone = super().remove_image_ref(ref)
+        if self.created is None and not ref.startswith("sha256:"):
+            client = docker.APIClient(base_url=self.endpoint, version="auto")
+            try:
+                self.created = str(client.create_container(
+                    self.target, command=["true"], network_disabled=True,
+                    host_config=client.create_host_config(network_mode="none"))["Id"])
+            finally:
+                client.close()
+            if self.settle is not None:
+                self.settle()
+        return gone
+
+
+class BlindDocker(RacingDocker):
+    """As RacingDocker, but its own check for users misses the new container, as a check made
+    a moment before it was created would: only the engine's refusal is left."""
+
+    def image_users(self, image_id: str) -> tuple[str, ...]:
+        self.user_checks += 1
+        return ()
+
+
+def _multi_tag_action(runtime: DockerRuntime) -> tuple[Inventory, Action]:
+    before = runtime.inventory()
+    made = plan(before, {}, Policy(images=ImagePolicy(min_age=0, quota=Size(bytes=0))),
+                datetime.now(UTC))
+    action = max((a for a in made.actions if a.kind == "image"), key=lambda a: len(a.refs))
+    assert len(action.refs) >= 3, "the fixture has no unused image with three tags"
+    return before, action
+
+
+def test_the_use_watch_stops_the_tags_of_an_image_used_mid_apply(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    """The events-based watch on a real engine: a container created from a planned image
+    after its first tag went stops the rest, with no per-tag request, and the removed tag is
+    put back. The hook waits until the watch has the creation, so that the check, not the
+    engine's refusal of the last tag, is what is tested here."""
+    load(engine, "watch", tmp_path, tags_per_image=(3, 3))
+    probe = DockerRuntime(engine.url)
+    watch = probe.watch_uses(datetime.now(UTC) - timedelta(seconds=1))
+    assert watch is not None and watch.live
+    try:
+        before, action = _multi_tag_action(probe)
+
+        def seen() -> None:
+            for _ in range(300):
+                if watch.why_not(action.id, action.refs) is not None:
+                    return
+                time.sleep(0.1)
+            pytest.fail("the watch never saw the container created from the image")
+
+        runtime = RacingDocker(engine.url, action.id, settle=seen)
+        journal = Journal(Store(tmp_path / "docker-W.db"))
+        result = apply_actions(runtime, (action,), before, {}, journal,
+                               now=lambda: datetime.now(UTC), plan_created=None, watch=watch)
+    finally:
+        watch.close()
+    assert runtime.created is not None
+    assert result.deleted == [] and result.failed == []
+    [(_, why)] = result.skipped
+    assert "was created from it after removing 1 of its tags" in why, why
+    assert "were put back" in why, why
+    assert runtime.user_checks == 0
+    assert sorted(images_now(engine)[action.id]) == sorted(action.refs)
+    assert journal.entries() == []
+
+
+def test_a_user_no_check_saw_makes_the_engine_refuse_and_the_tags_go_back(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    load(engine, "blind", tmp_path, tags_per_image=(3, 3))
+    runtime = BlindDocker(engine.url, "")
+    before, action = _multi_tag_action(runtime)
+    runtime.target = action.id
+    journal = Journal(Store(tmp_path / "docker-B.db"))
+    result = apply_actions(runtime, (action,), before, {}, journal,
+                           now=lambda: datetime.now(UTC), plan_created=None)
+    assert runtime.created is not None and runtime.user_checks >= 1
+    assert result.deleted == [] and result.failed == []
+    [(_, why)] = result.skipped
+    assert why.startswith("the engine refused: "), why
+    assert "were put back" in why, why
+    assert sorted(images_now(engine)[action.id]) == sorted(action.refs)
+    assert journal.entries() == []
