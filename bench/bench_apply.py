@@ -11,11 +11,15 @@ are loaded again, so every round deletes fresh, identical content:
   3. one `docker rmi` with the tags of all the images.
 
 Untagged images are removed by id. Wall times are whole processes, start-up included, and
-images/s is images gone over the wall time. With --profile a fourth round runs reclaim apply
-under cProfile, through a counting proxy that also notes when each request was sent, and
-prints where the time went and the API calls per image.
+images/s is images gone over the wall time. With --repeat N, rounds 1 and 3 run N times each,
+alternating which goes first, so that both see the same swings of a shared machine's load; the
+verdict compares their medians. Round 2 (slow: one process per image) runs once, and not at
+all with --no-loop. Each round's 1-minute load average is recorded beside it. With --profile a
+last round runs reclaim apply under cProfile, through a counting proxy that also notes when
+each request was sent, and prints where the time went and the API calls per image.
 
-    python bench/bench_apply.py [--kind docker20] [--images 200] [--json FILE] [--profile]
+    python bench/bench_apply.py [--kind docker20] [--images 200] [--repeat 3] [--no-loop]
+                                [--json FILE] [--profile]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import os
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +77,7 @@ class Round:
     skipped: int | None = None
     failed: int | None = None
     note: str = ""
+    load: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -249,6 +255,8 @@ def endpoint(request: str) -> str:
         return "GET /images/{id}/json (image_refs: the image's tags now)"
     if path == "/containers/json" and "ancestor" in query:
         return "GET /containers/json?filters=ancestor (image_users)"
+    if path == "/events":
+        return "GET /events (the use watch: one stream for the whole apply)"
     return "GET " + _HEX.sub("{id}", path) + (f"?{query}" if query else "")
 
 
@@ -313,20 +321,24 @@ def mb(n: int | None) -> str:
     return "—" if n is None else f"{n / 1e6:.2f}"
 
 
-def table(rounds: Sequence[Round], reference: Round) -> str:
+def table(rounds: Sequence[Round], reference: float) -> str:
+    """One row per round, in the order they ran; `reference` is the median images/s of one
+    `docker rmi`."""
     lines = [
-        "| what | images gone | processes | wall s | images/s | vs one `docker rmi` | "
-        "predicted MB | reclaim measured MB | `du -sbx` drop MB | predicted / du |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| # | what | load 1m | images gone | processes | wall s | images/s | "
+        "vs one `docker rmi` (median) | predicted MB | reclaim measured MB | `du -sbx` drop MB "
+        "| predicted / du |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rounds:
-        ratio = r.per_second / reference.per_second if reference.per_second else 0.0
+    for n, r in enumerate(rounds, 1):
+        ratio = r.per_second / reference if reference else 0.0
         pred_du = ("—" if r.predicted_bytes is None or not r.du_drop
                    else f"{r.predicted_bytes / r.du_drop:.3f}")
         lines.append(
-            f"| {r.what} | {r.images_gone}/{r.images_before} | {r.processes} | {r.wall:.2f} | "
-            f"{r.per_second:.1f} | {ratio:.2f}x | {mb(r.predicted_bytes)} | "
-            f"{mb(r.reclaim_freed_bytes)} | {r.du_drop / 1e6:.2f} | {pred_du} |"
+            f"| {n} | {r.what} | {r.load:.1f} | {r.images_gone}/{r.images_before} | "
+            f"{r.processes} | {r.wall:.2f} | {r.per_second:.1f} | {ratio:.2f}x | "
+            f"{mb(r.predicted_bytes)} | {mb(r.reclaim_freed_bytes)} | {r.du_drop / 1e6:.2f} | "
+            f"{pred_du} |"
         )
     return "\n".join(lines)
 
@@ -344,10 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     parser.add_argument("--profile", action="store_true",
-                        help="a fourth round: reclaim apply under cProfile, API calls counted")
+                        help="a last round: reclaim apply under cProfile, API calls counted")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of reclaim apply and of one docker rmi, alternated")
+    parser.add_argument("--no-loop", action="store_true",
+                        help="skip the docker rmi loop (one process per image)")
     args = parser.parse_args(argv)
     if args.images < 2:
         parser.error("--images must be at least 2")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
 
     engines.ensure_host_packages()
     base = Path(tempfile.mkdtemp(prefix="ra-", dir="/tmp"))
@@ -368,36 +386,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         env.pop("DOCKER_CONTEXT", None)
         load_before = os.getloadavg()
 
+        def timed(make: Any, *extra: Any) -> Round:
+            images, size = fresh(client, archives, fixture, engine.data_root)
+            load = os.getloadavg()[0]
+            done: Round = make(client, engine, images, size, *extra)
+            done.load = load
+            return done
+
         rounds: list[Round] = []
-        say("round 1: reclaim apply")
-        images, size = fresh(client, archives, fixture, engine.data_root)
-        rounds.append(round_reclaim(client, engine, images, size, work))
-        say("round 2: docker rmi, one process per image")
-        images, size = fresh(client, archives, fixture, engine.data_root)
-        rounds.append(round_rmi_loop(client, engine, images, size, env))
-        say("round 3: one docker rmi")
-        images, size = fresh(client, archives, fixture, engine.data_root)
-        rounds.append(round_rmi_once(client, engine, images, size, env))
+        for n in range(args.repeat):
+            # Alternated, so that neither tool always runs first into a load swing.
+            order = [(round_reclaim, work), (round_rmi_once, env)]
+            for make, extra in order if n % 2 == 0 else order[::-1]:
+                say(f"repetition {n + 1}/{args.repeat}: {make.__name__}")
+                rounds.append(timed(make, extra))
+        if not args.no_loop:
+            say("docker rmi, one process per image")
+            rounds.append(timed(round_rmi_loop, env))
         load_after = os.getloadavg()
         profile: Profile | None = None
         if args.profile:
-            say("round 4: reclaim apply under cProfile, through the counting proxy")
+            say("reclaim apply under cProfile, through the counting proxy")
             images, _ = fresh(client, archives, fixture, engine.data_root)
             profile = round_profile(client, engine, images, work)
 
-        reclaim, once = rounds[0], rounds[2]
-        ratio = reclaim.per_second / once.per_second if once.per_second else 0.0
-        passed = ratio >= TARGET_RATIO and reclaim.images_gone == reclaim.images_before
+        ours = [r for r in rounds if r.what.startswith("`reclaim")]
+        theirs = [r for r in rounds if r.what.startswith("one `docker rmi`")]
+        reclaim_rate = statistics.median(r.per_second for r in ours)
+        once_rate = statistics.median(r.per_second for r in theirs)
+        ratio = reclaim_rate / once_rate if once_rate else 0.0
+        pairs = [a.per_second / b.per_second for a, b in zip(ours, theirs, strict=True)
+                 if b.per_second]
+        passed = ratio >= TARGET_RATIO and all(r.images_gone == r.images_before for r in ours)
         print(f"## `reclaim apply` vs `docker rmi` on {args.kind} (engine {version}): "
               f"{spec.image_count} unused images\n")
         print(f"Client {client_version()}. Fresh identical images loaded before each round. "
               f"Load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, "
               f"on {os.cpu_count()} CPUs.\n")
-        print(table(rounds, once))
+        print(table(rounds, once_rate))
         print()
         print(f"- {'PASS' if passed else 'FAIL'}: reclaim apply at least as many images/s as "
-              f"one `docker rmi`: {reclaim.per_second:.1f} vs {once.per_second:.1f} "
-              f"(ratio {ratio:.2f})")
+              f"one `docker rmi` (medians of {args.repeat}): {reclaim_rate:.1f} vs "
+              f"{once_rate:.1f} (ratio {ratio:.2f}; per repetition "
+              f"{', '.join(f'{p:.2f}' for p in pairs)})")
         if profile is not None:
             print("\n### where the time goes (profiled run, through the proxy)\n")
             for name, secs in profile.phases.items():
@@ -417,7 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "loadavg_before": [round(x, 2) for x in load_before],
                 "loadavg_after": [round(x, 2) for x in load_after],
                 "rounds": [r.to_dict() for r in rounds],
+                "repeat": args.repeat,
                 "ratio_reclaim_vs_one_rmi": round(ratio, 3),
+                "ratio_per_repetition": [round(p, 3) for p in pairs],
                 "target_met": passed,
                 "profile": None if profile is None else profile.to_dict(),
             }, indent=2) + "\n")
