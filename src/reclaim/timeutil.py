@@ -40,7 +40,8 @@ def format_time(value: datetime | None) -> str | None:
     """RFC 3339 UTC with a Z, to the second; None stays None."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat is several times cheaper than strftime, and df formats thousands of these.
+    return value.astimezone(UTC).isoformat(timespec="seconds").removesuffix("+00:00") + "Z"
 
 
 def human_ago(value: datetime | None, now: datetime) -> str:

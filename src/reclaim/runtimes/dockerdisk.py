@@ -200,7 +200,8 @@ def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] |
 def container_listing(data_root: str,
                       cache: RecordCache | None = None) -> list[dict[str, Any]] | None:
     """Every container's `config.v2.json` under `containers/`, turned into the shape of the
-    engine's `GET /containers/json?all=1` answer (plus `State` details: StartedAt, FinishedAt),
+    engine's `GET /containers/json?all=1` answer (plus StartedAt and FinishedAt as
+    `StateDetail`),
     or None when the directory cannot be listed (the caller then asks the engine).
 
     The engine writes these files atomically on every state change and loads its containers from
@@ -261,7 +262,8 @@ def _container_record(cid: str, path: str) -> dict[str, Any] | None:
              "Source": m.get("Source") or "", "Destination": m.get("Destination") or ""}
             for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)
         ],
-        "StateDetail": state,
+        # Only the times the listing lacks (the rest of State is in "State" above).
+        "StateDetail": {"StartedAt": state.get("StartedAt"), "FinishedAt": state.get("FinishedAt")},
     }
 
 
