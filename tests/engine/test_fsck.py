@@ -1,6 +1,8 @@
-"""fsck against a real docker20 engine of its own: no false positives on a busy engine, and the
-leak recipes of STORAGE.md made on purpose (B: a layer chain moved away; D: a container record
-moved away) found with the right class; quarantine then restore brings the image back."""
+"""fsck against real engines of its own, one per overlay2 configuration (docker20, docker26): no
+false positives on a busy engine, and the leak recipes of STORAGE.md made on purpose (B: a layer
+chain moved away; D: a container record moved away) found with the right class; quarantine then
+restore brings the image back. On the containerd image store (docker26-containerd) fsck refuses
+and changes nothing. Recipes A, C, E and F are in test_fsck_leaks.py."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from reclaim.fsck import run
 from reclaim.fsck.errors import FsckRefused
 from reclaim.sandbox import engines
 from reclaim.sandbox.engines import SandboxEngine
+from tests.conftest import KINDS
 from tests.engine.test_sandbox import (
     client_for,
     create,
@@ -28,6 +31,10 @@ from tests.engine.test_sandbox import (
 from tests.rootfs import busybox_rootfs_tar
 
 pytestmark = [needs_root_and_docker, pytest.mark.engine]
+
+# The configurations whose data root fsck analyses (graph-driver overlay2); the containerd image
+# store is the refusal case.
+OVERLAY2_KINDS = [k for k in ("docker20", "docker26") if k in KINDS]
 
 
 def _second_image_tar() -> bytes:
@@ -45,9 +52,10 @@ def _second_image_tar() -> bytes:
 
 
 class Box:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, kind: str) -> None:
         self.base = base
-        self.engine: SandboxEngine = engines.start("docker20", base)
+        self.kind = kind
+        self.engine: SandboxEngine = engines.start(kind, base)
 
     @property
     def root(self) -> Path:
@@ -60,13 +68,13 @@ class Box:
         engines.stop(self.engine)
 
     def start(self) -> None:
-        self.engine = engines.start("docker20", self.base)
+        self.engine = engines.start(self.kind, self.base)
 
 
-@pytest.fixture(scope="module")
-def box() -> Iterator[Box]:
+@pytest.fixture(scope="module", params=OVERLAY2_KINDS)
+def box(request: pytest.FixtureRequest) -> Iterator[Box]:
     base = Path(tempfile.mkdtemp(prefix="rf-", dir="/tmp"))
-    b = Box(base)
+    b = Box(base, str(request.param))
     try:
         c = b.client()
         import_busybox(c)
@@ -172,3 +180,59 @@ def test_recipe_b_quarantine_and_restore_bring_the_image_back(box: Box, tmp_path
     c.remove_container(cid)
     result = run.report(str(box.root))
     assert result.scan is not None and result.scan.findings == []
+
+
+def _full_listing(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry under `root` with its mode, size and modification time."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for p in [root, *root.rglob("*")]:
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.skipif("docker26-containerd" not in KINDS, reason="docker26-containerd not selected")
+def test_the_containerd_image_store_is_refused_and_nothing_changes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from reclaim.cli import main
+
+    base = Path(tempfile.mkdtemp(prefix="rfc-", dir="/tmp"))
+    engine = engines.start("docker26-containerd", base)
+    try:
+        c = client_for(engine)
+        import_busybox(c)
+        c.create_volume("named1")
+        create(c, "true")
+        root = engine.data_root
+        qdir = root.parent / "reclaim-quarantine"
+        args = ["fsck", "--data-root", str(root)]
+
+        def refused_everywhere(*extra: str) -> None:
+            for call in (lambda: run.report(str(root), engine_stopped=bool(extra)),
+                         lambda: run.quarantine(str(root), engine_stopped=bool(extra),
+                                                look_gap=0.1)):
+                with pytest.raises(FsckRefused, match="containerd image store"):
+                    call()
+            with pytest.raises(FsckRefused, match="no quarantine batch"):
+                run.restore(str(root), "20260101T000000.000000Z")
+            assert run.purge(str(root)).batches == []
+            assert main([*args, *extra, "--json"]) == 2
+            assert main([*args, *extra, "--quarantine"]) == 2
+            err = capsys.readouterr().err
+            assert err.count("containerd image store") == 2, err
+
+        # Running: the engine may touch its own files meanwhile, so the names and types are
+        # compared; stopped below, everything down to sizes and times.
+        before = {k: v[0] for k, v in _full_listing(root).items()}
+        refused_everywhere()
+        assert {k: v[0] for k, v in _full_listing(root).items()} == before
+        assert not qdir.exists()
+
+        engines.stop(engine)
+        before_stopped = _full_listing(root)
+        refused_everywhere("--engine-stopped")
+        assert _full_listing(root) == before_stopped
+        assert not qdir.exists()
+    finally:
+        engines.stop(engine, remove=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -202,6 +202,11 @@ def restore(data_root: str, batch_id: str) -> Batch:
     original paths is taken again."""
     root = os.path.realpath(data_root)
     qroot = quarantine_root(root)
+    plain(batch_id, "batch id")
+    if not os.path.isdir(qroot):
+        # Checked before the lock, which would create the dir: a restore of nothing leaves
+        # nothing behind.
+        raise FsckRefused(f"no quarantine batch {batch_id!r}: there is no {qroot}")
     with _locked(qroot):
         batch_dir, doc = _load(qroot, batch_id)
         if os.path.realpath(str(doc.get("data_root"))) != root:
@@ -263,6 +268,8 @@ def purge(data_root: str, *, older_than: float | None = None) -> list[Batch]:
     qroot = quarantine_root(root)
     now = time.time()
     purged: list[Batch] = []
+    if not os.path.isdir(qroot):
+        return purged  # nothing was ever quarantined here; the lock would create the dir
     with _locked(qroot):
         for batch in list_batches(root):
             # The quarantine dir is shared by the data roots of one parent directory: only
