@@ -1,5 +1,6 @@
 """The reference graph of a Docker overlay2 data root (STORAGE.md, "Proving an overlay2 dir
-orphaned").
+orphaned"). `read_common` and `finish` are shared with the aufs layout (aufs.py), whose metadata
+under image/aufs is the same.
 
 Two questions are answered separately:
   * which `overlay2/<id>` directories anything at all still names (any metadata, live or stale,
