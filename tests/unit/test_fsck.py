@@ -125,6 +125,13 @@ def _host_mounts_unseen(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_daemon_config(tmp_path_factory: pytest.TempPathFactory,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's /etc/docker/daemon.json is no part of these roots."""
+    monkeypatch.setattr(scan, "DAEMON_JSON", str(tmp_path_factory.mktemp("etc") / "none.json"))
+
+
+@pytest.fixture(autouse=True)
 def _verified_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """These roots stand for a Docker 20.10 data root, whatever dockerd this host has (the
     version rule itself is tested in test_fsck_legacy.py, with a dockerd of its own)."""

@@ -63,6 +63,16 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory,
     return fake
 
 
+@pytest.fixture(autouse=True)
+def daemon_json(tmp_path_factory: pytest.TempPathFactory,
+                monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The engine's default config file: absent unless a test writes it (the host's own is no
+    part of these roots)."""
+    path = tmp_path_factory.mktemp("etc") / "daemon.json"
+    monkeypatch.setattr(scan, "DAEMON_JSON", str(path))
+    return path
+
+
 # --- a synthetic aufs data root -------------------------------------------------------------
 
 
@@ -563,7 +573,8 @@ def test_verified_versions_act(tmp_path: Path, dockerd: FakeDockerd, layout: str
     result = run.quarantine(str(root), engine_stopped=True)
     assert result.batches and result.batches[0].entries
     assert result.scan is not None and result.scan.blockers == []
-    assert [str(v) for v in result.scan.engine_versions] == [text.split()[2].rstrip(",").split("+")[0]]
+    number = text.split()[2].rstrip(",").split("+")[0]
+    assert [str(v) for v in result.scan.engine_versions] == [number]
 
 
 @pytest.mark.parametrize("layout,text", [
@@ -631,3 +642,42 @@ def test_a_running_engine_is_asked_through_its_own_binary(tmp_path: Path,
     (proc / "4242" / "exe").unlink()
     with pytest.raises(FsckRefused, match="cannot run dockerd pid 4242"):
         version.detect([4242], proc=str(proc))
+
+
+# --- a data root that changed storage driver --------------------------------------------------
+
+
+def test_the_configured_driver_picks_among_several(tmp_path: Path, daemon_json: Path) -> None:
+    t = make_aufs(tmp_path)
+    orphan = _sha("orphan")
+    t.layer(orphan, [])
+    (t.root / "image" / "overlay2" / "layerdb").mkdir(parents=True)
+    (t.root / "overlay2" / "abc" / "diff").mkdir(parents=True)
+    age(t.root)
+    _refuses(t.root, "names none of them")
+    daemon_json.write_text(json.dumps({"storage-driver": "btrfs"}))
+    _refuses(t.root, "names none of them")
+    daemon_json.write_text(json.dumps({"storage-driver": "aufs"}))
+    result = do_scan(t.root)
+    assert result.driver == "aufs"
+    got = classes(result)
+    assert got["image/overlay2"] == got["overlay2"] == "unknown"
+    assert got[f"aufs/diff/{orphan}"] == "orphan-layer"
+    [batch] = run.quarantine(str(t.root), engine_stopped=True).batches
+    assert {e["from"] for e in batch.entries} == {f"aufs/{d}/{orphan}"
+                                                  for d in ("diff", "layers", "mnt")}
+    assert (t.root / "overlay2" / "abc" / "diff").is_dir()
+
+
+def test_a_running_engine_says_its_driver_on_its_command_line(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "77").mkdir(parents=True)
+    (proc / "77" / "cmdline").write_bytes(b"dockerd\0-s\0overlay2\0--data-root\0/x\0")
+    assert scan.configured_driver([77], str(proc)) == "overlay2"
+    config = tmp_path / "d.json"
+    config.write_text(json.dumps({"storage-driver": "aufs", "data-root": "/x"}))
+    (proc / "78").mkdir()
+    (proc / "78" / "cmdline").write_bytes(b"dockerd\0--config-file=" + bytes(config) + b"\0")
+    assert scan.configured_driver([78], str(proc)) == "aufs"
+    # two engines on one root that disagree: no answer
+    assert scan.configured_driver([77, 78], str(proc)) is None

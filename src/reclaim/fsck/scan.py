@@ -92,8 +92,10 @@ def canonical_root(data_root: str) -> str:
     return root
 
 
-def check_layout(root: str) -> str:
-    """The storage driver, or a refusal saying which layout this is and why it is not handled."""
+def check_layout(root: str, storage_driver: str | None = None) -> str:
+    """The storage driver, or a refusal saying which layout this is and why it is not handled.
+    `storage_driver` is the one the engine is configured to use, if any: it picks among several
+    image/<driver> dirs (a host that changed drivers keeps the old ones)."""
     if "/.local/share/docker" in root or "/run/user/" in root:
         raise FsckRefused(f"{root} looks like a rootless Docker data root; not supported yet")
     if os.path.basename(root) and _USERNS.match(os.path.basename(root)):
@@ -112,10 +114,14 @@ def check_layout(root: str) -> str:
                              "io.containerd.snapshotter.v1.overlayfs", "snapshots")
     if len(image_drivers) > 1:
         # A host that changed drivers keeps the old image/<driver> beside the new one; which
-        # one the engine uses now is in its configuration, not in the data root.
-        raise FsckRefused(f"{root}/image holds metadata of several storage drivers "
-                          f"({', '.join(image_drivers)}): fsck cannot tell which one the engine "
-                          "uses; not supported yet")
+        # one the engine uses now is in its configuration, not in the data root (dockerd itself
+        # refuses to start on such a root unless a driver is configured).
+        if storage_driver is None or storage_driver not in image_drivers:
+            raise FsckRefused(f"{root}/image holds metadata of several storage drivers "
+                              f"({', '.join(image_drivers)}) and the engine's configuration "
+                              "names none of them (storage-driver): fsck cannot tell which one "
+                              "it uses")
+        image_drivers = [storage_driver]
     supported = [d for d in image_drivers if d in SUPPORTED_DRIVERS]
     if not supported:
         if os.path.lexists(os.path.join(root, "containerd", "daemon")):
@@ -142,26 +148,45 @@ def check_layout(root: str) -> str:
     return driver
 
 
-def _daemon_data_root(args: list[str]) -> str:
+DAEMON_JSON = "/etc/docker/daemon.json"
+
+
+def _flag(args: list[str], names: tuple[str, ...]) -> str | None:
+    """The value of the first of `names` on a command line (`--x v` or `--x=v`)."""
     for i, arg in enumerate(args):
-        if arg in ("--data-root", "-g", "--graph") and i + 1 < len(args):
+        if arg in names and i + 1 < len(args):
             return args[i + 1]
-        for flag in ("--data-root=", "--graph=", "-g="):
-            if arg.startswith(flag):
-                return arg[len(flag):]
-    config = "/etc/docker/daemon.json"
-    for i, arg in enumerate(args):
-        if arg == "--config-file" and i + 1 < len(args):
-            config = args[i + 1]
-        elif arg.startswith("--config-file="):
-            config = arg[len("--config-file="):]
+        for name in names:
+            if arg.startswith(name + "="):
+                return arg[len(name) + 1:]
+    return None
+
+
+def _daemon_json(args: list[str]) -> dict[str, Any]:
+    config = _flag(args, ("--config-file",)) or DAEMON_JSON
     try:
         with open(config) as f:
             doc = json.load(f)
-        value = doc.get("data-root") or doc.get("graph")
-    except (OSError, ValueError, AttributeError):
-        value = None
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _daemon_data_root(args: list[str]) -> str:
+    value = _flag(args, ("--data-root", "-g", "--graph"))
+    if value:
+        return value
+    doc = _daemon_json(args)
+    value = doc.get("data-root") or doc.get("graph")
     return str(value) if value else "/var/lib/docker"
+
+
+def _cmdline(pid: int | str, proc: str) -> list[str] | None:
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return None
 
 
 def engine_pids(root: str, proc: str = "/proc") -> list[int]:
@@ -170,16 +195,28 @@ def engine_pids(root: str, proc: str = "/proc") -> list[int]:
     for pid in os.listdir(proc):
         if not pid.isdigit():
             continue
-        try:
-            with open(f"{proc}/{pid}/cmdline", "rb") as f:
-                args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-        except OSError:
-            continue
+        args = _cmdline(pid, proc)
         if not args or not os.path.basename(args[0]).startswith("dockerd"):
             continue
         if os.path.realpath(_daemon_data_root(args)) == root:
             found.append(int(pid))
     return found
+
+
+def configured_driver(pids: list[int], proc: str = "/proc") -> str | None:
+    """The storage driver the engine is told to use (`-s`/`--storage-driver`, else
+    `storage-driver` in its config file); for a stopped engine, the config file it would read
+    by default. None when it is not set, or when two running engines say different things."""
+    if not pids:
+        value = _daemon_json([]).get("storage-driver")
+        return str(value) if value else None
+    found: set[str | None] = set()
+    for pid in pids:
+        args = _cmdline(pid, proc) or []
+        value = _flag(args, ("-s", "--storage-driver")) or _daemon_json(args).get(
+            "storage-driver")
+        found.add(str(value) if value else None)
+    return found.pop() if len(found) == 1 else None
 
 
 # --- looking ----------------------------------------------------------------------------------
@@ -262,9 +299,10 @@ def _look(root: str, driver: str, *, engine_running: bool, min_age: float, now: 
     for path, why in g.odd_metadata:
         findings.append(Finding(path, "unknown", [why]))
     if engine_running:
-        executor = os.path.join(root, "buildkit", "executor")
-        if list_dir(executor, "BuildKit executor"):
-            blockers.append("a BuildKit build is running (buildkit/executor is not empty)")
+        busy = _build_running(os.path.join(root, "buildkit", "executor"), g.mount_points,
+                              now=now, min_age=min_age)
+        if busy:
+            blockers.append(f"a BuildKit build is running ({busy})")
     return _Look(g, findings, signatures, blockers)
 
 
@@ -322,6 +360,23 @@ def _overlay2_layers(g: Graph, *, engine_running: bool, min_age: float, now: flo
         findings.append(Finding(rel, "orphan-layer", evidence, action="quarantine",
                                 link=link if safe_link else None))
     return findings, signatures
+
+
+def _build_running(executor: str, mount_points: set[str], *, now: float,
+                   min_age: float) -> str | None:
+    """Why buildkit/executor says a RUN step may be under way, or None. Its files (resolv.conf,
+    hosts.*, runc-log.json) stay after every build, and a build killed mid-RUN leaves its <id>/
+    dir behind: neither means a build runs. A RUN under way has its rootfs mounted below an
+    <id>/ dir, which is created just before: a mount there, or an <id>/ dir younger than the
+    age threshold, does."""
+    mounted = sorted(mp for mp in mount_points if mp.startswith(executor + "/"))
+    if mounted:
+        return f"{mounted[0]} is mounted"
+    for name in list_dir(executor, "BuildKit executor"):
+        path = os.path.join(executor, name)
+        if is_real_dir(path) and now - _newest(path) < min_age:
+            return f"buildkit/executor/{name} changed {int(now - _newest(path))}s ago"
+    return None
 
 
 def _stale_metadata(g: Graph) -> list[Finding]:
@@ -418,10 +473,10 @@ def scan(
     version included; an engine version whose layout is not verified leaves a report only.
     `engine_versions` maps the dockerd pids on this root to their versions (version.detect)."""
     root = canonical_root(data_root)
-    driver = check_layout(root)
+    pids = engine_pids(root)
+    driver = check_layout(root, configured_driver(pids))
     if read_mounts is None:
         read_mounts = mountsmod.all_namespaces
-    pids = engine_pids(root)
     versions = (engine_versions or versionmod.detect)(pids)
     version_blockers = versionmod.blockers(versions, driver)
     running = bool(pids) if engine_running is None else engine_running
@@ -441,9 +496,25 @@ def scan(
         findings = _sized(root, findings, progress)
     if blockers:
         findings = [replace(f, action="none") if f.actionable else f for f in findings]
+    findings.extend(_other_drivers(root, driver))
     order = {c: i for i, c in enumerate(CLASSES)}
     findings.sort(key=lambda f: (order[f.cls], f.path))
     return Scan(root, driver, findings, running, blockers, looks, versions)
+
+
+def _other_drivers(root: str, driver: str) -> list[Finding]:
+    """What an earlier storage driver left (the engine is configured for another): reported,
+    neither sized nor examined."""
+    out: list[Finding] = []
+    for other in list_dir(os.path.join(root, "image"), "image dir"):
+        if other == driver:
+            continue
+        why = (f"storage driver {other}: the engine is configured for {driver}; left from "
+               "before a change of driver, not examined")
+        out.append(Finding(f"image/{other}", "unknown", [why]))
+        if os.path.lexists(os.path.join(root, other)):
+            out.append(Finding(other, "unknown", [why]))
+    return out
 
 
 def _agree(first: _Look, second: _Look) -> list[Finding]:
