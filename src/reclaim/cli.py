@@ -71,10 +71,9 @@ def _open_ledger(g: Globals, engine: EngineInfo) -> Ledger:
 def _open_runtime(g: Globals, *, listings_from_disk: bool = False) -> DockerRuntime:
     if g.runtime != "docker":
         raise UsageError(f"--runtime {g.runtime}: not supported yet; use --runtime docker")
-    if not listings_from_disk:
-        return DockerRuntime(g.engine)
     state_dir = Path(g.state_dir) if g.state_dir else state_store.default_state_dir()
-    return DockerRuntime(g.engine, listings_from_disk=True, record_cache_dir=str(state_dir))
+    return DockerRuntime(g.engine, listings_from_disk=listings_from_disk,
+                         record_cache_dir=str(state_dir))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

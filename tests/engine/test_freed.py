@@ -46,11 +46,28 @@ def delete_image(runtime: DockerRuntime, tags: tuple[str, ...], image_id: str) -
         runtime.remove_image(image_id)
 
 
-def test_predicted_bytes_match_the_measured_drop(seeded: Seeded, tmp_path: Path) -> None:
+# Layers of a few MiB, and layers of a few KiB where the engine's bookkeeping on disk (layer
+# directories, links, the directories inside each layer) outweighs the content.
+LAYER_SIZES = {
+    "MiB": dict(base_bytes=(4 * MiB, 6 * MiB), runtime_bytes=(3 * MiB, 4 * MiB),
+                deps_bytes=(2 * MiB, 3 * MiB), app_bytes=(2 * MiB, 3 * MiB)),
+    "KiB": dict(base_bytes=(16 * KiB, 32 * KiB), runtime_bytes=(4 * KiB, 16 * KiB),
+                deps_bytes=(2 * KiB, 8 * KiB), app_bytes=(1 * KiB, 4 * KiB)),
+}
+
+
+@pytest.mark.parametrize("layers", sorted(LAYER_SIZES))
+def test_predicted_bytes_match_the_measured_drop(
+    seeded: Seeded, tmp_path: Path, layers: str
+) -> None:
+    if layers == "KiB" and seeded.truth.engine.image_store != "overlay2":
+        # The containerd store's per-snapshot bookkeeping (the snapshot, fs/ and work/
+        # directories, and the directories inside each layer) is not estimated yet: about
+        # 12 KiB a layer, nothing next to MiB layers, too much next to KiB ones.
+        pytest.skip("KiB-layer precision is for the overlay2 store only")
     spec = FixtureSpec(
-        name="freed", seed=5, families=2, images_per_family=3, tags_per_image=(1, 2),
-        dangling_images=1, base_bytes=(4 * MiB, 6 * MiB), runtime_bytes=(3 * MiB, 4 * MiB),
-        deps_bytes=(2 * MiB, 3 * MiB), app_bytes=(2 * MiB, 3 * MiB),
+        name=f"freed{layers.lower()}", seed=5, families=2, images_per_family=3,
+        tags_per_image=(1, 2), dangling_images=1, **LAYER_SIZES[layers],  # type: ignore[arg-type]
         config_bytes=(1 * KiB, 4 * KiB), running=0, exited=0, created=1,
         named_volumes=0, anonymous_volumes=0, dangling_named_volumes=0,
         dangling_anonymous_volumes=0, whiteout_images=1, shared_diff_pairs=1,

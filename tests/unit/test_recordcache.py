@@ -69,3 +69,17 @@ def test_a_cache_that_cannot_be_written_costs_nothing_but_speed(tmp_path: Path) 
     cache.put_layer("1" * 64, [1, 1])
     cache.save()  # no exception
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_run_that_reads_no_container_records_keeps_them(tmp_path: Path) -> None:
+    """plan lists containers through the engine: df's container records must survive it."""
+    path = str(tmp_path / "c.json")
+    cache = RecordCache(path, "/data")
+    cache.put_layer("1" * 64, [1, 1])
+    cache.put_container("c" * 64, [1, 2, 3], {"Id": "c" * 64})
+    cache.save()
+    plan_run = RecordCache(path, "/data")
+    assert plan_run.layer("1" * 64) == [1, 1]
+    plan_run.put_layer("2" * 64, [2, 2])
+    plan_run.save()
+    assert RecordCache(path, "/data").container("c" * 64, [1, 2, 3]) == {"Id": "c" * 64}

@@ -241,7 +241,8 @@ class DockerRuntime:
         progress("listing", 0, None)
         # The engine builds its answers while this process reads the image store: the
         # container, volume and build-cache listings run beside the image work.
-        if self.listings_from_disk and info.data_root:
+        if self.read_disk and info.data_root and (self.listings_from_disk
+                                                  or self.record_cache_dir is not None):
             self._records = RecordCache(self._record_cache_path(info), info.data_root)
         with ThreadPoolExecutor(max_workers=4) as side:
             prefetch = side.submit(self._prefetch_overlay2, info)

@@ -8,9 +8,11 @@ the API, never guess.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,13 +146,14 @@ class Overlay2Metadata:
                      metadata_bytes=metadata_bytes)
 
     def _bookkeeping_bytes(self, entry: str, size: int, depth: int) -> int:
-        """What the engine keeps for a layer besides its files, as `du -b` counts it: the
-        layerdb entry (cache-id, diff, size, parent, tar-split), the layer directory with its
-        diff/ (and work/work/ above the base), link, lower, and the `l/` short link.
+        """What the engine keeps for a layer besides its files' bytes, as `du -b` counts it:
+        the layerdb entry (cache-id, diff, size, parent, tar-split), the layer directory with
+        its diff/ (and work/ above the base), link, lower, the `l/` short link, and the
+        directories inside the layer's content (the layer's `size` counts file bytes only).
 
-        Two stats a layer: the sizes of the fixed files follow from the layout, and every
-        directory is as large as the layerdb entry's own. Directories inside the layer's
-        content are not counted (that would be a walk of every layer): a few KiB a layer."""
+        The sizes of the fixed files follow from the layout, every directory is taken to be as
+        large as the layerdb entry's own, and the content's directories are counted from the
+        layer's tar-split, which names every entry of the layer once."""
         try:
             directory = os.lstat(entry).st_size
             tar_split = os.stat(entry + "/tar-split.json.gz").st_size
@@ -158,10 +161,12 @@ class Overlay2Metadata:
             return 0
         digest_file = len("sha256:") + 64
         files = 64 + digest_file + len(str(size)) + tar_split  # cache-id, diff, size, tar-split
-        directories = 3  # the layerdb entry, the layer directory, its diff/
+        directories = 3 + _content_directories(entry)  # + the layerdb entry, layer dir, diff/
         if depth:
             files += digest_file  # parent
-            directories += 2  # work/ and work/work/
+            # work/ (work/work/ appears only once the layer was a mount's upper directory,
+            # which a layer unpacked from an archive never was).
+            directories += 1
             files += 28 * depth - 1  # lower: "l/<26 chars>" per ancestor, ':'-joined
         files += 26 + len("../") + 64 + len("/diff")  # link, and the l/<short> symlink
         return directories * directory + files
@@ -195,6 +200,18 @@ def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] |
     except (OSError, ValueError, AttributeError):
         return None
     return state if isinstance(state, dict) else None
+
+
+# A tar-split record of an archive entry whose name ends in "/": a directory.
+_DIRECTORY_ENTRY = re.compile(rb'"type":1,"name":"[^"]*/"')
+
+
+def _content_directories(entry: str) -> int:
+    try:
+        with gzip.open(entry + "/tar-split.json.gz", "rb") as f:
+            return len(_DIRECTORY_ENTRY.findall(f.read()))
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return 0  # counted as none: the estimate stays a little low
 
 
 def container_listing(data_root: str,

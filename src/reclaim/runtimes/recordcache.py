@@ -10,9 +10,11 @@ bulk of `df`'s work on a big host:
   a new file and renaming it over the old one: an entry is kept with the file's inode, change
   time and size, and used only while all three are unchanged.
 
-The cache holds nothing but copies of those records and is only read by `df` (plan and apply
-ask the engine). Unreadable, of another version or for another data root: it is ignored and
-rewritten, never trusted. Entries not seen in a run are dropped, so it never outgrows the host.
+The cache holds nothing but copies of those records. Container records are used by `df`
+only (plan and apply list containers through the engine); image and layer facts by every
+command. Unreadable, of another version or for another data root: it is ignored and rewritten,
+never trusted. Entries not seen in a run that consulted their kind are dropped, so it never
+outgrows the host.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class RecordCache:
         for entries, seen in ((self.images, self._seen_images),
                               (self.layers, self._seen_layers),
                               (self.containers, self._seen_containers)):
+            if not seen:
+                continue  # not consulted in this run (plan reads no container records)
             gone = entries.keys() - seen
             for key in gone:
                 del entries[key]
