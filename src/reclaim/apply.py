@@ -79,6 +79,8 @@ class ApplyResult:
     failed: list[tuple[Action, str]] = field(default_factory=list)
     predicted_bytes: int = 0
     freed_bytes: int = 0
+    # What the engine's build-cache prune said it freed; None when no prune ran.
+    build_cache_freed_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,7 @@ class ApplyResult:
             "failed": [{"kind": a.kind, "id": a.id, "error": err} for a, err in self.failed],
             "predicted_bytes": self.predicted_bytes,
             "freed_bytes": self.freed_bytes,
+            "build_cache_freed_bytes": self.build_cache_freed_bytes,
         }
 
 

@@ -338,6 +338,8 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
     after = runtime.inventory()
     Recorder(ledger).catch_up(after, datetime.now(UTC))
     result.freed_bytes = measured_freed(before, after, cache_freed)
+    if any(a.kind == "build-cache" for a in result.deleted):
+        result.build_cache_freed_bytes = cache_freed
     return result
 
 
