@@ -87,14 +87,16 @@ def box(request: pytest.FixtureRequest) -> Iterator[Box]:
                                                                                      "/anon"])
         c.start(running["Id"])
         create(c, "true")  # a created, never started container
-        # A BuildKit build without RUN: its local-source snapshots live only in snapshots.db.
+        # A BuildKit build: its local-source snapshots live only in snapshots.db, and its RUN
+        # step leaves files in buildkit/executor (no build runs after it, though).
         ctx = base / "ctx"
         ctx.mkdir()
-        (ctx / "Dockerfile").write_text("FROM sandbox-busybox:1\nCOPY f /f\n")
+        (ctx / "Dockerfile").write_text("FROM sandbox-busybox:1\nCOPY f /f\nRUN cat /f > /g\n")
         (ctx / "f").write_text("data\n")
         docker_cli = shutil.which("docker", path=engines.SYSTEM_PATH)
         if docker_cli:
-            subprocess.run([docker_cli, "-H", b.engine.url, "build", "-t", "bk:1", str(ctx)],
+            subprocess.run([docker_cli, "-H", b.engine.url, "build", "--network", "none",
+                            "-t", "bk:1", str(ctx)],
                            env={"DOCKER_BUILDKIT": "1", "PATH": engines.SYSTEM_PATH,
                                 "HOME": str(base)}, check=True, capture_output=True, timeout=120)
         yield b

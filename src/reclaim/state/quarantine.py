@@ -10,6 +10,12 @@ The rows live in a file of their own in the state dir (`fsck.db`), not in an eng
 those are named by the engine's id, which only the engine API gives, and fsck reads a data root
 on disk, often with the engine stopped. Each row names its data root instead. Same store, same
 migrations, same conventions: one short `BEGIN IMMEDIATE` transaction per write, WAL.
+
+`reclaim history` does not list these. It is the engine's deletion journal: it asks the engine
+API who the engine is and reads that engine's ledger, and every row in it is a deletion the
+engine made. A quarantine batch belongs to a data root, is made and restored with the engine
+possibly stopped, and is not a deletion until it is purged; `reclaim fsck` shows the batches of
+its data root, each with the command that restores it.
 """
 
 from __future__ import annotations
