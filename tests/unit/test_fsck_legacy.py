@@ -669,6 +669,17 @@ def test_the_configured_driver_picks_among_several(tmp_path: Path, daemon_json: 
     assert (t.root / "overlay2" / "abc" / "diff").is_dir()
 
 
+def test_vfs_dir_of_an_earlier_vfs_driver_is_not_taken_for_volumes(tmp_path: Path,
+                                                                   daemon_json: Path) -> None:
+    t = make_aufs(tmp_path)
+    (t.root / "image" / "vfs" / "layerdb").mkdir(parents=True)
+    (t.root / "vfs" / "dir" / _sha("a vfs layer")).mkdir()
+    age(t.root)
+    daemon_json.write_text(json.dumps({"storage-driver": "aufs"}))
+    result = _stays_put(t.root)
+    assert classes(result) == {"image/vfs": "unknown", "vfs": "unknown"}
+
+
 def test_a_running_engine_says_its_driver_on_its_command_line(tmp_path: Path) -> None:
     proc = tmp_path / "proc"
     (proc / "77").mkdir(parents=True)

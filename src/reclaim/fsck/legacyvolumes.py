@@ -136,6 +136,10 @@ def classify(g: Graph, records: dict[str, Record], refs: dict[str, str], *, engi
     # vfs/ itself is listed first so that a symlink there is refused, not walked through.
     names = list_dir(base, "pre-1.7 volumes") if list_dir(
         os.path.join(g.root, "vfs"), "vfs") else []
+    if os.path.lexists(os.path.join(g.root, "image", "vfs")):
+        # The vfs storage driver keeps its image layers in vfs/dir too: these are not volumes
+        # (the scan reports that driver's tree as a whole).
+        names = []
     # Not one of them named by anything: the records are gone or were never here; an empty
     # reference set proves nothing (the cleanup scripts that deleted every volume did exactly
     # this).
