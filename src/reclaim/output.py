@@ -284,7 +284,7 @@ def show_fsck(result: FsckResult) -> None:
     if result.held:
         out.print("In quarantine:")
         for batch in result.held:
-            recorded = ("" if result.ledger_unread or batch.id not in result.unrecorded
+            recorded = ("" if result.recorded.get(batch.id) is not False
                         else " (not in the ledger; its manifest.json is enough)")
             out.print(f"  batch {batch.id}: {len(batch.entries)} entries, "
                       f"{human_bytes(batch.bytes)}, created {batch.created_at}{recorded}")

@@ -131,7 +131,7 @@ def test_quarantine_restore_and_purge_are_recorded(tmp_path: Path) -> None:
 
     # A report afterwards lists the batch still held, with the command that restores it.
     seen = run.report(root, engine_stopped=True, state_dir=state)
-    assert [b.id for b in seen.held] == [batch.id] and seen.unrecorded == set()
+    assert [b.id for b in seen.held] == [batch.id] and seen.recorded == {batch.id: True}
 
     run.restore(root, batch.id, state_dir=state)
     row = ledger.get(root, batch.id)
@@ -186,7 +186,7 @@ def test_a_ledger_that_cannot_be_written_leaves_the_batch_restorable(tmp_path: P
     assert {e["state"] for e in manifest["entries"]} == {"moved"}
     assert done.to_json()["batches"][0]["recorded"] is False
     seen = run.report(str(tree.root), engine_stopped=True, state_dir=state)
-    assert seen.unrecorded == {batch.id}
+    assert seen.recorded == {batch.id: False}
 
     restored = run.restore(str(tree.root), batch.id, state_dir=state)
     assert restored.ledger is not None and restored.ledger.error

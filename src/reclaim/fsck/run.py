@@ -45,11 +45,11 @@ class FsckResult:
     scan: scanmod.Scan | None = None
     batches: list[q.Batch] = field(default_factory=list)
     data_root: str = ""
-    # Batches of this data root still in quarantine after this run (from their manifests),
-    # with whether the ledger has them: how a user finds the id to restore later.
+    # Batches of this data root still in quarantine after this run (from their manifests):
+    # how a user finds the id to restore later.
     held: list[q.Batch] = field(default_factory=list)
-    unrecorded: set[str] = field(default_factory=set)
-    ledger_unread: bool = False  # the ledger could not be read: whether a batch is in it is unknown
+    # batch id -> whether the ledger has it (None: the ledger could not be read)
+    recorded: dict[str, bool | None] = field(default_factory=dict)
     ledger: LedgerNote | None = None
 
     def restore_command(self, batch_id: str) -> str:
@@ -72,7 +72,7 @@ class FsckResult:
         out = batch.to_json()
         if self.mode in ("report", "quarantine") or batch in self.held:
             out["restore"] = self.restore_command(batch.id)
-        out["recorded"] = None if self.ledger_unread else batch.id not in self.unrecorded
+        out["recorded"] = self.recorded.get(batch.id)
         return out
 
 
@@ -127,7 +127,7 @@ def quarantine(data_root: str, *, engine_stopped: bool = False,
             for f in result.findings
         ]
         _record(out, state_dir, [_record_of(batch, "quarantined")])
-    _held(out, state_dir, read_ledger=False)
+    _held(out, state_dir)
     return out
 
 
@@ -135,7 +135,7 @@ def restore(data_root: str, batch_id: str, *, state_dir: Path | None = None) -> 
     root = os.path.realpath(data_root)
     out = FsckResult("restore", None, [q.restore(root, batch_id)], data_root=root)
     _record(out, state_dir, [_record_of(b, "restored") for b in out.batches])
-    _held(out, state_dir, read_ledger=False)
+    _held(out, state_dir)
     return out
 
 
@@ -149,7 +149,7 @@ def purge(data_root: str, *, older_than: float | None = None,
         _record(out, state_dir, [_record_of(b, "purged") for b in exc.done])
         raise
     _record(out, state_dir, [_record_of(b, "purged") for b in out.batches])
-    _held(out, state_dir, read_ledger=False)
+    _held(out, state_dir)
     return out
 
 
@@ -184,6 +184,7 @@ def _record(out: FsckResult, state_dir: Path | None, records: list[BatchRecord])
     if not records:
         out.ledger.recorded = True
         return
+    out.recorded.update(dict.fromkeys((r.id for r in records), False))
     try:
         ledger = open_ledger(directory)
         try:
@@ -194,21 +195,22 @@ def _record(out: FsckResult, state_dir: Path | None, records: list[BatchRecord])
     except (ReclaimError, sqlite3.Error, OSError) as exc:
         text = exc.message if isinstance(exc, ReclaimError) else str(exc)
         out.ledger.error = text
-        out.unrecorded.update(r.id for r in records)
         return
     out.ledger.recorded = True
+    out.recorded.update(dict.fromkeys((r.id for r in records), True))
 
 
-def _held(out: FsckResult, state_dir: Path | None, *, read_ledger: bool = True) -> None:
-    """The batches of this data root still in quarantine. In a read-only report the ledger is
-    only read if it exists (a report creates no state); a ledger that cannot be read is said,
-    not fatal: the manifests on disk are what restore works from."""
+def _held(out: FsckResult, state_dir: Path | None) -> None:
+    """The batches of this data root still in quarantine, and whether the ledger has each. The
+    ledger is only read if it exists (a report creates no state); one that cannot be read is
+    said in a report, never fatal: the manifests on disk are what restore works from."""
     out.held = [b for b in q.list_batches(out.data_root) if b.data_root == out.data_root]
-    if not out.held or not read_ledger:
+    unknown = [b.id for b in out.held if b.id not in out.recorded]
+    if not unknown:
         return
     path = ledger_file(_state_dir(state_dir))
     if not path.exists():
-        out.unrecorded = {b.id for b in out.held}
+        out.recorded.update(dict.fromkeys(unknown, False))
         return
     try:
         ledger = open_ledger(path.parent)
@@ -217,8 +219,9 @@ def _held(out: FsckResult, state_dir: Path | None, *, read_ledger: bool = True) 
         finally:
             ledger.close()
     except (ReclaimError, sqlite3.Error, OSError) as exc:
-        out.ledger = LedgerNote(str(path), error=exc.message if isinstance(exc, ReclaimError)
-                                else str(exc))
-        out.ledger_unread = True
+        out.recorded.update(dict.fromkeys(unknown))
+        if out.ledger is None:
+            out.ledger = LedgerNote(str(path), error=exc.message
+                                    if isinstance(exc, ReclaimError) else str(exc))
         return
-    out.unrecorded = {b.id for b in out.held} - known
+    out.recorded.update({i: i in known for i in unknown})
