@@ -22,12 +22,11 @@ class ContainerState(StrEnum):
 
     @classmethod
     def parse(cls, value: str) -> ContainerState:
-        try:
-            return cls(value.lower())
-        except ValueError:
-            # An engine state we do not know is treated as the most conservative one:
-            # a container that may be running.
-            return cls.RUNNING
+        # A dictionary lookup rather than cls(...): inventories parse thousands of these.
+        # An engine state we do not know is treated as the most conservative one: a
+        # container that may be running.
+        found = cls._value2member_map_.get(value.lower())
+        return found if isinstance(found, cls) else cls.RUNNING
 
     @property
     def stopped(self) -> bool:

@@ -50,6 +50,13 @@ def test_engine_timestamps() -> None:
     assert parse_time(0) is None
     assert parse_time(1714558830) == datetime(2024, 5, 1, 10, 20, 30, tzinfo=UTC)
     assert parse_time("yesterday") is None
+    assert parse_time("2024-05-01 10:20:30.5Z") == datetime(2024, 5, 1, 10, 20, 30, 500000,
+                                                             tzinfo=UTC)
+    assert parse_time("2024-05-01T10:20:30") == datetime(2024, 5, 1, 10, 20, 30, tzinfo=UTC)
+    assert parse_time("0001-01-01T00:00:00.000000000+00:00") is None
+    assert parse_time("2024-05-01T10:20:30Z trailing") is None
+    assert parse_time("2024-05-01") is None
+    assert format_time(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
     assert format_time(datetime(2024, 5, 1, 10, 20, 30, 999, tzinfo=UTC)) == "2024-05-01T10:20:30Z"
 
 

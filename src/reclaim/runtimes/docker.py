@@ -673,14 +673,13 @@ class DockerRuntime:
         data_root = Path(info.data_root) if info.data_root else None
         # Only stopped containers' times are needed: a running one uses its image now, and a
         # created one never started (its creation time is in the listing).
-        wanted = [
-            str(raw["Id"]) for raw in raw_containers
-            if ContainerState.parse(str(raw.get("State") or "")) in _TIMES_WANTED
-        ]
+        parsed = [ContainerState.parse(str(raw.get("State") or "")) for raw in raw_containers]
+        wanted = [str(raw["Id"]) for raw, state in zip(raw_containers, parsed, strict=True)
+                  if state in _TIMES_WANTED]
         states: dict[str, dict[str, Any] | None] = {
-            str(raw["Id"]): raw["StateDetail"] for raw in raw_containers
-            if "StateDetail" in raw
-            and ContainerState.parse(str(raw.get("State") or "")) in _TIMES_WANTED
+            str(raw["Id"]): raw["StateDetail"]
+            for raw, state in zip(raw_containers, parsed, strict=True)
+            if state in _TIMES_WANTED and "StateDetail" in raw
         }
         if self.read_disk and data_root is not None:
             for cid in wanted:
@@ -701,7 +700,7 @@ class DockerRuntime:
             progress("inspecting containers", len(missing), len(missing))
 
         containers: list[Container] = []
-        for raw in raw_containers:
+        for raw, container_state in zip(raw_containers, parsed, strict=True):
             cid = str(raw["Id"])
             state = states.get(cid) or {}
             names = raw.get("Names") or []
@@ -710,10 +709,10 @@ class DockerRuntime:
                     id=cid,
                     name=str(names[0]).lstrip("/") if names else cid[:12],
                     image_id=str(raw.get("ImageID") or ""),
-                    state=ContainerState.parse(str(raw.get("State") or "")),
+                    state=container_state,
                     created=parse_time(raw.get("Created")),
-                    started=parse_time(state.get("StartedAt")),
-                    finished=parse_time(state.get("FinishedAt")),
+                    started=parse_time(state.get("StartedAt")) if state else None,
+                    finished=parse_time(state.get("FinishedAt")) if state else None,
                     rw_bytes=int(raw["SizeRw"]) if raw.get("SizeRw") is not None else None,
                     mounts=tuple(
                         Mount(
