@@ -162,8 +162,16 @@ def du(path: Path) -> int:
 def fresh(client: docker.APIClient, archives: Sequence[Path], fixture: Fixture,
           data_root: Path) -> tuple[dict[str, tuple[str, ...]], int]:
     """Load the fixture again into an empty engine; its images and the data root's size."""
-    if listed(client):
-        raise BenchError("the engine still holds images from the previous round")
+    left = listed(client)
+    if left:
+        # The previous round's tool left these (its row says how many); cleared here, by the
+        # benchmark, so that the next round starts from the same empty engine.
+        say(f"the previous round left {len(left)} images, e.g. {sorted(left.items())[:3]}; "
+            "removing them")
+        for image_id in left:
+            client.remove_image(image_id, force=True)
+        if listed(client):
+            raise BenchError("the engine still holds images from the previous round")
     load(client, archives)
     images = listed(client)
     if len(images) != fixture.spec.image_count:
