@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from reclaim.cli import main
-from reclaim.fsck import run, scan, version
+from reclaim.fsck import aufs, graph, run, scan, version
 from reclaim.fsck.errors import FsckRefused, Unreadable, UnsafeName
 from reclaim.fsck.mounts import Mount, parse_mountinfo, with_aufs_branches
 from tests.unit.test_fsck import age, listing, make_tree, write_volume_db
@@ -692,3 +692,17 @@ def test_a_running_engine_says_its_driver_on_its_command_line(tmp_path: Path) ->
     assert scan.configured_driver([78], str(proc)) == "aufs"
     # two engines on one root that disagree: no answer
     assert scan.configured_driver([77, 78], str(proc)) is None
+
+
+def test_a_layer_removed_while_being_looked_at_is_skipped(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Docker deletes a layer between fsck's listing and its look: nothing is left to judge."""
+    t = make_aufs(tmp_path)
+    real = graph.list_dir
+
+    def with_a_ghost(path: str, what: str, **kw: Any) -> list[str]:
+        names = real(path, what, **kw)
+        return [*names, _sha("ghost")] if path.endswith("/aufs/diff") else names
+
+    monkeypatch.setattr(aufs, "list_dir", with_a_ghost)
+    assert do_scan(t.root, engine_running=True).findings == []

@@ -148,7 +148,9 @@ def classify(g: Graph, layers: dict[str, tuple[str, ...]], *, engine_running: bo
 
     for name in diffs:
         rel = f"{DRIVER}/diff/{name}"
-        st = os.lstat(os.path.join(diff_dir, name))
+        st = _lstat(os.path.join(diff_dir, name))
+        if st is None:
+            continue  # removed since the listing: nothing left to judge
         if not stat.S_ISDIR(st.st_mode):
             findings.append(Finding(rel, "unknown", [
                 "not a directory" + (" (a symlink: never followed)" if stat.S_ISLNK(st.st_mode)

@@ -147,7 +147,10 @@ def classify(g: Graph, records: dict[str, Record], refs: dict[str, str], *, engi
     for name in names:
         path = os.path.join(base, name)
         rel = f"vfs/dir/{name}"
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue  # removed since the listing: nothing left to judge
         if not stat.S_ISDIR(st.st_mode):
             findings.append(Finding(rel, "unknown", [
                 "not a directory" + (" (a symlink: never followed)" if stat.S_ISLNK(st.st_mode)

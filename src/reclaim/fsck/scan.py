@@ -323,7 +323,10 @@ def _overlay2_layers(g: Graph, *, engine_running: bool, min_age: float, now: flo
     for name in names:
         path = os.path.join(layers, name)
         rel = os.path.relpath(path, root)
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue  # removed since the listing (Docker deleting a layer): nothing to judge
         if not stat.S_ISDIR(st.st_mode):
             findings.append(Finding(rel, "unknown", [
                 "not a directory" + (" (a symlink: never followed)" if stat.S_ISLNK(st.st_mode)
