@@ -15,7 +15,7 @@ import pytest
 from reclaim.cli import main
 from reclaim.fsck import quarantine as q
 from reclaim.fsck import run, scan, version
-from reclaim.fsck.errors import FsckRefused
+from reclaim.fsck.errors import FsckRefused, PartialAction
 from reclaim.state.migrations import MIGRATIONS, SCHEMA_VERSION
 from reclaim.state.quarantine import BatchRecord, QuarantineLedger, ledger_file, open_ledger
 from reclaim.state.store import Store
@@ -268,3 +268,38 @@ def test_mountinfo_mount_points_are_unescaped(tmp_path: Path) -> None:
     assert points == ["/", "/srv/my docker"]
     assert q._mount_of("/srv/my docker/overlay2", points) == "/srv/my docker"
     assert q._mount_of("/srv/my dockerx", points) == "/"
+
+
+def test_a_batch_cut_short_is_recorded_as_it_was_left(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = make_tree(tmp_path)
+    tree.layer("orphan1", "OOOOOOOOOOOOOOOOOOOOOOOOO1")
+    tree.layer("orphan2", "OOOOOOOOOOOOOOOOOOOOOOOOO2")
+    age(tree.root)
+    real = os.rename
+
+    def fail_orphan2(src: str, dst: str) -> None:
+        if src.endswith("/orphan2"):
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr("reclaim.fsck.quarantine.os.rename", fail_orphan2)
+    state = tmp_path / "state"
+    with pytest.raises(PartialAction, match="1 of 4 moves failed") as info:
+        run.quarantine(str(tree.root), engine_stopped=True, state_dir=state)
+    [batch] = info.value.done
+    ledger = open_ledger(state)
+    row = ledger.get(str(tree.root), batch.id)
+    ledger.close()
+    assert row is not None and row.state == "quarantined"
+    assert {e["from"]: e["state"] for e in row.entries} == {
+        "overlay2/orphan1": "moved", "overlay2/l/OOOOOOOOOOOOOOOOOOOOOOOOO1": "moved",
+        "overlay2/orphan2": "failed", "overlay2/l/OOOOOOOOOOOOOOOOOOOOOOOOO2": "skipped"}
+    assert row.bytes == sum(e["bytes"] for e in row.entries if e["state"] == "moved") > 0
+    assert (tree.overlay / "orphan2").is_dir() and not (tree.overlay / "orphan1").exists()
+    # The layer that stayed kept its l/ link.
+    assert (tree.overlay / "l" / "OOOOOOOOOOOOOOOOOOOOOOOOO2").is_symlink()
+
+    # Recording failed too: the one error says both.
+    with pytest.raises(PartialAction, match="could not record it either"):
+        run.quarantine(str(tree.root), engine_stopped=True, state_dir=_unwritable(tmp_path))

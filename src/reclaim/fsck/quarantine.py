@@ -150,7 +150,8 @@ def quarantine(result: Scan) -> Batch:
                 # Only the symlink that points at this very layer's diff/ goes with it.
                 if target == f"../{os.path.basename(f.path)}/diff":
                     moves.append({"from": link_rel, "class": f.cls, "bytes": 0,
-                                  "kind": "symlink", "target": target, "state": "pending"})
+                                  "kind": "symlink", "target": target, "layer": f.path,
+                                  "state": "pending"})
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         batch_dir = os.path.join(qroot, stamp)
         os.mkdir(batch_dir, 0o700)
@@ -160,9 +161,17 @@ def quarantine(result: Scan) -> Batch:
                                "data_root": root, "driver": result.driver, "entries": moves}
         _write_manifest(batch_dir, doc)
         failed: list[str] = []
+        failed_dirs: set[str] = set()
         for move in moves:
             src = _inside(root, move["from"])
             dst = _inside(batch_dir, move["from"])
+            if move.get("layer") in failed_dirs:
+                # A layer that stays keeps its l/ link: without it the layer would be broken
+                # if it turned out to be needed after all.
+                move["state"] = "skipped"
+                move["error"] = "its layer did not move"
+                _write_manifest(batch_dir, doc)
+                continue
             os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
             try:
                 os.rename(src, dst)
@@ -170,6 +179,7 @@ def quarantine(result: Scan) -> Batch:
                 move["state"] = "failed"
                 move["error"] = exc.strerror
                 failed.append(f"{move['from']}: {exc.strerror}")
+                failed_dirs.add(move["from"])
             else:
                 move["state"] = "moved"
             _write_manifest(batch_dir, doc)

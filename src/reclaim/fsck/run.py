@@ -119,6 +119,7 @@ def quarantine(data_root: str, *, engine_stopped: bool = False,
         except PartialAction as exc:
             # Some entries moved: the ledger still gets the batch as it was left.
             _record(out, state_dir, [_record_of(b, "quarantined") for b in exc.done])
+            _unrecorded_too(out, exc)
             raise
         out.batches.append(batch)
         moved = {e["from"] for e in batch.entries if e["state"] == "moved"}
@@ -147,6 +148,7 @@ def purge(data_root: str, *, older_than: float | None = None,
         out.batches = q.purge(root, older_than=older_than)
     except PartialAction as exc:
         _record(out, state_dir, [_record_of(b, "purged") for b in exc.done])
+        _unrecorded_too(out, exc)
         raise
     _record(out, state_dir, [_record_of(b, "purged") for b in out.batches])
     _held(out, state_dir)
@@ -198,6 +200,13 @@ def _record(out: FsckResult, state_dir: Path | None, records: list[BatchRecord])
         return
     out.ledger.recorded = True
     out.recorded.update(dict.fromkeys((r.id for r in records), True))
+
+
+def _unrecorded_too(out: FsckResult, exc: PartialAction) -> None:
+    """A batch cut short whose record failed as well: the one error shown says both."""
+    if out.ledger is not None and out.ledger.error:
+        exc.message += f"; the ledger could not record it either ({out.ledger.error})"
+        exc.args = (exc.message,)
 
 
 def _held(out: FsckResult, state_dir: Path | None) -> None:
