@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reclaim.accounting import Accounting
+from reclaim.accounting import Accounting, FreeingSet
 from reclaim.lastuse import LastUse, Usage
 from reclaim.model import Container, ContainerState, EngineInfo, Image, Inventory, Volume
 from reclaim.policy.rules import ImagePolicy, Policy, labels_match
@@ -30,7 +30,8 @@ IMAGE_RULES = (
     "dangling",  # delete: untagged and older than min_age (images.dangling = after-min-age)
     "quota",  # delete, least recently used first, until the store fits images.quota
     "watermark",  # delete, least recently used first, from above images.high down to low
-    "not-needed",  # keep: eligible, but no space target asked for more
+    "inode-watermark",  # delete, least recently used first, from above high_inodes to low_inodes
+    "not-needed",  # keep: eligible, but no quota or watermark asked for more
     "no-rule",  # keep: no max_age, quota or watermark is set
 )
 
@@ -92,21 +93,26 @@ def plan(
     *,
     filesystem: FilesystemUsage | None = None,
     volume_since: Mapping[str, datetime] | None = None,
+    layer_inodes: Mapping[str, int] | None = None,
+    accounting: Accounting | None = None,
 ) -> Plan:
-    actions: list[Action] = []
-    kept: list[Kept] = []
-    warnings: list[str] = []
+    """`layer_inodes`: inodes per layer (chain id) as the runtime counts them, for inode
+    watermarks (see `wants_layer_inodes`); a layer missing from it counts as 0 freed inodes.
+    `accounting`: this inventory's piece graph when the caller already has one (built with
+    the same `layer_inodes`), so that several plans of one inventory build it once."""
+    if accounting is None or (_inode_watermarks(policy) and filesystem is not None
+                              and not accounting.counts_inodes):
+        counts = layer_inodes
+        if counts is None and _inode_watermarks(policy) and filesystem is not None:
+            counts = {}  # asked for, but nothing counted: every layer is unknown
+        accounting = Accounting(inventory, counts)
 
-    container_actions, container_kept = _containers(inventory.containers, policy, now)
-    actions += container_actions
-    kept += container_kept
-
-    image_actions, image_kept, image_warnings = _images(
-        inventory, usage, policy, now, filesystem
+    actions, kept = _containers(inventory.containers, policy, now)
+    image_actions, image_kept, warnings = _images(
+        inventory, usage, policy, now, filesystem, accounting
     )
     actions += image_actions
     kept += image_kept
-    warnings += image_warnings
 
     volume_actions, volume_kept = _volumes(inventory.volumes, policy, now, volume_since or {})
     actions += volume_actions
@@ -120,6 +126,31 @@ def plan(
         ))
     return Plan(now, inventory.engine, policy, tuple(actions), tuple(kept), tuple(warnings),
                 filesystem)
+
+
+def _inode_watermarks(policy: Policy) -> bool:
+    return policy.images.high_inodes is not None and policy.images.low_inodes is not None
+
+
+def wants_layer_inodes(policy: Policy, filesystem: FilesystemUsage | None) -> bool:
+    """Whether the plan needs the runtime's per-layer inode counts: an inode watermark is set
+    and the filesystem is above it. Counting walks every layer on disk, so it is only asked
+    for when it can change the plan."""
+    rules = policy.images
+    if rules.high_inodes is None or rules.low_inodes is None or filesystem is None:
+        return False
+    if filesystem.total_inodes <= 0:
+        return False
+    return filesystem.used_inodes > rules.high_inodes.resolve(filesystem.total_inodes)
+
+
+def freeable_layers(inventory: Inventory) -> list[str]:
+    """Chain ids of the layers some deletion could free: those no container's image needs.
+    Only these need an inode count."""
+    used = {c.image_id for c in inventory.containers}
+    pinned = {chain_id for i in inventory.images if i.id in used for chain_id in i.chain}
+    return list(dict.fromkeys(chain_id for i in inventory.images if i.id not in used
+                              for chain_id in i.chain if chain_id not in pinned))
 
 
 def _keep(kept: list[Kept], kind: str, object_id: str, rule: str, detail: str) -> None:
@@ -145,7 +176,7 @@ def _ago(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def _latest_kept(images: tuple[Image, ...], bases: Mapping[str, LastUse], n: int) -> set[str]:
+def _latest_kept(images: list[Image], bases: Mapping[str, LastUse], n: int) -> set[str]:
     """Images holding one of the N most recently used tags of their repository."""
     if n <= 0:
         return set()
@@ -161,51 +192,92 @@ def _latest_kept(images: tuple[Image, ...], bases: Mapping[str, LastUse], n: int
     return keep
 
 
+@dataclass
+class _Target:
+    """What the space targets ask for beyond the deletions already chosen."""
+
+    bytes_rule: str = ""  # "quota" or "watermark" when bytes are needed
+    bytes_need: int = 0
+    inodes_need: int = 0
+    details: list[str] = field(default_factory=list)  # every target in play, for reasons
+    configured: bool = False  # some quota or watermark applies to this plan
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def detail(self) -> str:
+        return "; ".join(self.details)
+
+
 def _images(
     inventory: Inventory,
     usage: Mapping[str, Usage],
     policy: Policy,
     now: datetime,
     filesystem: FilesystemUsage | None,
+    accounting: Accounting,
 ) -> tuple[list[Action], list[Kept], list[str]]:
     rules = policy.images
-    accounting = Accounting(inventory)
-    users: dict[str, list[Container]] = {}
+    images = sorted(inventory.images, key=_by_id)
+    users: dict[str, list[str]] = {}
     for c in inventory.containers:
-        users.setdefault(c.image_id, []).append(c)
-    bases = {i.id: _age_basis(usage, i, now) for i in inventory.images}
-    latest = _latest_kept(inventory.images, bases, rules.keep_latest)
+        names = users.get(c.image_id)
+        if names is None:
+            users[c.image_id] = [c.name]
+        else:
+            names.append(c.name)
+    usage_of = usage.get
+    arrived_now = LastUse(now, "first-seen", "")
+    bases: dict[str, LastUse] = {}
+    for image in images:
+        record = usage_of(image.id)
+        # Never seen before this very run: it arrived just now as far as we know. Unknown is
+        # never "old".
+        bases[image.id] = arrived_now if record is None else record.age_basis
+    latest = _latest_kept(images, bases, rules.keep_latest)
+    min_age, max_age = rules.min_age, rules.max_age
+    keeps_by_pattern = rules.keeps_by_pattern if rules.keep else None
+    keep_labels = rules.keep_labels
+    dangling_after_min_age = rules.dangling == "after-min-age"
 
     kept: list[Kept] = []
     by_age: list[Image] = []  # max-age deletions
     dangling: list[Image] = []
     candidates: list[Image] = []
-    for image in sorted(inventory.images, key=lambda i: i.id):
-        basis = bases[image.id]
+    for image in images:
+        image_id = image.id
+        if image_id in users:
+            names = users[image_id]
+            kept.append(Kept("image", image_id, Reason(
+                "in-use", f"used by {len(names)} container(s): {', '.join(sorted(names)[:3])}")))
+            continue
+        if keeps_by_pattern is not None and \
+                (pattern := keeps_by_pattern(image.tags, image_id)) is not None:
+            kept.append(Kept("image", image_id, Reason("keep-pattern", f"matches {pattern!r}")))
+            continue
+        if keep_labels and (label := labels_match(keep_labels, image.labels)) is not None:
+            kept.append(Kept("image", image_id, Reason("keep-label", f"has label {label!r}")))
+            continue
+        if image_id in latest:
+            kept.append(Kept("image", image_id, Reason(
+                "keep-latest", f"among the {rules.keep_latest} most recently used tags of its "
+                "repository")))
+            continue
+        basis = bases[image_id]
         age = (now - basis.when).total_seconds()
-        keep = functools.partial(_keep, kept, "image", image.id)
-
-        if image.id in users:
-            names = ", ".join(sorted(c.name for c in users[image.id])[:3])
-            keep("in-use", f"used by {len(users[image.id])} container(s): {names}")
-        elif (pattern := rules.keeps_by_pattern(image.tags, image.id)) is not None:
-            keep("keep-pattern", f"matches {pattern!r}")
-        elif (label := labels_match(rules.keep_labels, image.labels)) is not None:
-            keep("keep-label", f"has label {label!r}")
-        elif image.id in latest:
-            keep("keep-latest", f"among the {rules.keep_latest} most recently used tags of "
-                 "its repository")
-        elif age < rules.min_age:
-            keep("min-age", f"{basis.source} {_ago(age)} ago, younger than min_age "
-                 f"{_ago(rules.min_age)}")
-        elif rules.max_age is not None and age > rules.max_age:
+        if age < min_age:
+            kept.append(Kept("image", image_id, Reason(
+                "min-age", f"{basis.source} {_ago(age)} ago, younger than min_age "
+                f"{_ago(min_age)}")))
+        elif max_age is not None and age > max_age:
             by_age.append(image)
-        elif image.dangling and rules.dangling == "after-min-age":
+        elif dangling_after_min_age and not image.tags:
             dangling.append(image)
         else:
             candidates.append(image)
 
-    oldest_first = lambda i: (bases[i.id].when, i.id)  # noqa: E731
+    def oldest_first(i: Image) -> tuple[datetime, str]:
+        return bases[i.id].when, i.id
+
     freeing = accounting.freeing()
     actions: list[Action] = []
 
@@ -217,95 +289,173 @@ def _images(
     for image in sorted(by_age, key=oldest_first):
         age = (now - bases[image.id].when).total_seconds()
         delete(image, "max-age", f"{bases[image.id].source} {_ago(age)} ago, older than "
-               f"max_age {_ago(rules.max_age or 0)}")
+               f"max_age {_ago(max_age or 0)}")
     for image in sorted(dangling, key=oldest_first):
         delete(image, "dangling", "untagged, older than min_age")
 
-    need, rule, target = _space_need(rules, accounting.total_bytes(), freeing.freed, filesystem)
-    warnings: list[str] = []
-    if need > 0:
-        chosen = _evict(accounting, [a.id for a in actions if a.kind == "image"],
-                        [i.id for i in sorted(candidates, key=oldest_first)], need)
+    target = _space_need(rules, accounting.total_bytes(), freeing.freed, freeing.freed_inodes,
+                         filesystem)
+    warnings = target.warnings
+    if target.bytes_need > 0 or target.inodes_need > 0:
+        lru = sorted(candidates, key=oldest_first)
+        chosen, trial = _evict(freeing, [i.id for i in lru], target.bytes_need,
+                               target.inodes_need)
         by_id = {i.id: i for i in candidates}
-        remaining = need
+        detail = target.detail
+        got_bytes = got_inodes = 0
         for image_id in chosen:
-            image = by_id[image_id]
-            age = (now - bases[image_id].when).total_seconds()
-            freed_before = freeing.freed
-            delete(image, rule, f"least recently used ({bases[image_id].source} {_ago(age)} "
-                   f"ago); {target}")
-            remaining -= freeing.freed - freed_before
+            # Each image is put down to the target that still asked for more when it was
+            # chosen: bytes first, then inodes.
+            rule = target.bytes_rule if got_bytes < target.bytes_need else "inode-watermark"
+            basis = bases[image_id]
+            age = (now - basis.when).total_seconds()
+            reason = Reason(rule, f"least recently used ({basis.source} {_ago(age)} ago); "
+                            f"{detail}")
+            if trial is not None:
+                # Nothing was taken out again: the eviction's own figures are the actions',
+                # in the same order from the same start.
+                freed, inodes = trial.freed_when_added(image_id)
+            else:
+                freed = freeing.add(image_id)
+                inodes = freeing.last_inodes
+            got_bytes += freed
+            got_inodes += inodes
+            actions.append(Action("image", image_id, by_id[image_id].tags, freed, reason,
+                                  basis.when))
         chosen_set = set(chosen)
-        for image in candidates:
-            if image.id not in chosen_set:
-                kept.append(Kept("image", image.id, Reason("not-needed", f"{target}; "
-                                 "met without it")))
-        if remaining > 0:
+        met = Reason("not-needed", f"{detail}; met without it")
+        kept += [Kept("image", i.id, met) for i in candidates if i.id not in chosen_set]
+        bytes_left = target.bytes_need - got_bytes
+        if bytes_left > 0:
             warnings.append(
-                f"{rule}: {human_bytes(remaining)} still over the target after every image the "
-                "rules allow; the rest are kept (in use, kept by pattern, label or "
+                f"{target.bytes_rule}: {human_bytes(bytes_left)} still over the target after "
+                "every image the rules allow; the rest are kept (in use, kept by pattern, label "
+                "or keep_latest, or younger than min_age)"
+            )
+        inodes_left = target.inodes_need - got_inodes
+        if target.inodes_need > 0 and inodes_left > 0:
+            warnings.append(
+                f"inode-watermark: {inodes_left:,} inodes still over the target after every "
+                "image the rules allow; the rest are kept (in use, kept by pattern, label or "
                 "keep_latest, or younger than min_age)"
             )
+        if target.inodes_need > 0:
+            uncounted = accounting.uncounted_layers(
+                [a.id for a in actions] + [i.id for i in candidates])
+            if uncounted:
+                warnings.append(
+                    f"inode-watermark: the runtime gave no inode count for {uncounted:,} "
+                    "layer(s) of the images considered; they count as 0 freed inodes, so the "
+                    "freed inodes are underestimated"
+                )
+    elif target.configured:
+        met = Reason("not-needed", target.detail)
+        kept += [Kept("image", i.id, met) for i in candidates]
     else:
-        detail = target if rule else "no max_age, quota or watermark is set"
         for image in candidates:
-            kept.append(Kept("image", image.id, Reason("not-needed" if rule else "no-rule",
-                                                       detail)))
+            if max_age is None:
+                reason = Reason("no-rule", "no max_age, quota or watermark is set")
+            else:
+                basis = bases[image.id]
+                reason = Reason("no-rule", f"{basis.source} "
+                                f"{_ago((now - basis.when).total_seconds())} ago, within "
+                                f"max_age {_ago(max_age)}; no quota or watermark is set")
+            kept.append(Kept("image", image.id, reason))
     return actions, kept, warnings
 
 
-def _space_need(rules: ImagePolicy, store_bytes: int, already_freed: int,
-                fs: FilesystemUsage | None) -> tuple[int, str, str]:
-    """How many more bytes the space targets ask to free, by which rule, and why; the
-    deletions already chosen (max-age, dangling) count towards it."""
-    need, rule, target = 0, "", ""
+def _by_id(obj: Image | Container) -> str:
+    return obj.id
+
+
+def _space_need(rules: ImagePolicy, store_bytes: int, freed: int, freed_inodes: int,
+                fs: FilesystemUsage | None) -> _Target:
+    """What the space targets ask to free beyond the deletions already chosen (max-age,
+    dangling), which count towards them: bytes by the larger of the quota's and the byte
+    watermark's need, and inodes by the inode watermark's."""
+    t = _Target()
     total = fs.total_bytes if fs else 0
     if rules.quota is not None:
         if rules.quota.percent is not None and fs is None:
             raise ValueError("a quota in % needs the filesystem's size")
         limit = rules.quota.resolve(total)
-        current = store_bytes - already_freed
+        current = store_bytes - freed
         if current > limit:
-            need, rule = current - limit, "quota"
-        target = f"quota {human_bytes(limit)}, image store {human_bytes(current)}"
+            t.bytes_need, t.bytes_rule = current - limit, "quota"
+        t.details.append(f"quota {human_bytes(limit)}, image store {human_bytes(current)}")
+        t.configured = True
     if rules.high is not None and rules.low is not None and fs is not None:
         high, low = rules.high.resolve(total), rules.low.resolve(total)
-        used = fs.used_bytes - already_freed
-        if used > high and used - low > need:
-            need, rule = used - low, "watermark"
-            target = (f"filesystem {human_bytes(used)} used, above high {human_bytes(high)}; "
-                      f"down to low {human_bytes(low)}")
-        elif not target:
-            target = f"filesystem {human_bytes(used)} used, under high {human_bytes(high)}"
-    return need, rule, target
+        used = fs.used_bytes - freed
+        if used > high:
+            if used - low > t.bytes_need:
+                t.bytes_need, t.bytes_rule = used - low, "watermark"
+            t.details.append(f"filesystem {human_bytes(used)} used, above high "
+                             f"{human_bytes(high)}; down to low {human_bytes(low)}")
+        else:
+            t.details.append(f"filesystem {human_bytes(used)} used, under high "
+                             f"{human_bytes(high)}")
+        t.configured = True
+    if rules.high_inodes is not None and rules.low_inodes is not None:
+        if fs is None:
+            t.warnings.append("inode-watermark: the engine's filesystem is not known here (a "
+                              "remote engine?); the inode watermarks are not applied")
+        elif fs.total_inodes <= 0:
+            t.warnings.append("inode-watermark: the engine's filesystem reports no inode "
+                              "counts (e.g. btrfs); the inode watermarks are not applied")
+        else:
+            high, low = (rules.high_inodes.resolve(fs.total_inodes),
+                         rules.low_inodes.resolve(fs.total_inodes))
+            used = fs.used_inodes - freed_inodes
+            if used > high:
+                t.inodes_need = used - low
+                t.details.append(f"filesystem {used:,} inodes used, above high_inodes "
+                                 f"{high:,}; down to low_inodes {low:,}")
+            else:
+                t.details.append(f"filesystem {used:,} inodes used, under high_inodes "
+                                 f"{high:,}")
+            t.configured = True
+    return t
 
 
-def _evict(accounting: Accounting, already: list[str], lru: list[str], need: int) -> list[str]:
-    """Least recently used first until `need` bytes are freed (marginal bytes, shared layers
-    counted once), then drop, newest first, any chosen image the target is met without: no
-    image is deleted that the target did not need."""
-    freeing = accounting.freeing()
-    for image_id in already:
-        freeing.add(image_id)
-    base = freeing.freed
+def _evict(freeing: FreeingSet, lru: list[str], need: int, need_inodes: int
+           ) -> tuple[list[str], FreeingSet | None]:
+    """Least recently used first until `need` bytes and `need_inodes` inodes are freed
+    beyond what `freeing` already frees (marginal figures, shared layers counted once), then
+    drop, newest first, any chosen image both targets are met without: no image is deleted
+    that the targets did not need. `freeing` itself is left as it was; the trial set is
+    returned too when no image was taken out again (its figures are then the plan's)."""
+    trial = freeing.copy()
+    base, base_inodes = trial.freed, trial.freed_inodes
+
+    def met(lost: int = 0, lost_inodes: int = 0) -> bool:
+        return (trial.freed - lost - base >= need
+                and trial.freed_inodes - lost_inodes - base_inodes >= need_inodes)
+
     chosen: list[str] = []
     for image_id in lru:
-        if freeing.freed - base >= need:
+        if met():
             break
-        freeing.add(image_id)
+        trial.add(image_id)
         chosen.append(image_id)
-    if freeing.freed - base < need:
-        return chosen  # cannot be met: everything allowed goes, and the caller says so
-    # Newest first, each image is taken out again if the target holds without it. What an
+    if not met():
+        return chosen, trial  # cannot be met: everything allowed goes, and the caller says so
+    # Newest first, each image is taken out again if the targets hold without it. What an
     # image's removal loses is read off the piece counts, so the pass is linear.
-    for image_id in reversed(list(chosen)):
-        if freeing.freed - base - freeing.droppable(image_id) >= need:
-            freeing.remove(image_id)
-            chosen.remove(image_id)
-    return chosen
+    dropped: set[str] = set()
+    for image_id in reversed(chosen):
+        if met(*trial.droppable(image_id)):
+            trial.remove(image_id)
+            dropped.add(image_id)
+    if not dropped:
+        return chosen, trial
+    return [i for i in chosen if i not in dropped], None
 
 
 # -- containers and volumes --------------------------------------------------------------------
+
+
+_EXITED, _DEAD, _CREATED = ContainerState.EXITED, ContainerState.DEAD, ContainerState.CREATED
 
 
 def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
@@ -313,6 +463,22 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
     rules = policy.containers
     actions: list[Action] = []
     kept: list[Kept] = []
+    ordered = sorted(containers, key=_by_id)
+    # Every container is listed with its reason; the reasons that do not depend on the
+    # container are built once (50,000 containers are common on CI hosts).
+    never: dict[ContainerState, Reason] = {}
+    if not rules.enabled:
+        off = Reason("off", "containers are collected only when configured")
+        for c in ordered:
+            state = c.state
+            if state is _EXITED or state is _DEAD or state is _CREATED:
+                kept.append(Kept("container", c.id, off))
+            else:
+                reason = never.get(state)
+                if reason is None:
+                    reason = never[state] = Reason("running", f"{state.value}: never removed")
+                kept.append(Kept("container", c.id, reason))
+        return actions, kept
     recent: set[str] = set()
     if rules.keep_last > 0:
         by_image: dict[str, list[Container]] = {}
@@ -322,12 +488,10 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
         for group in by_image.values():
             group.sort(key=lambda c: (c.finished or c.created or now, c.id), reverse=True)
             recent.update(c.id for c in group[: rules.keep_last])
-    for c in sorted(containers, key=lambda c: c.id):
+    for c in ordered:
         keep = functools.partial(_keep, kept, "container", c.id)
         if not c.state.stopped:
             keep("running", f"{c.state.value}: never removed")
-        elif not rules.enabled:
-            keep("off", "containers are collected only when configured")
         elif (label := labels_match(rules.keep_labels, c.labels)) is not None:
             keep("keep-label", f"has label {label!r}")
         elif c.id in recent:

@@ -8,8 +8,10 @@ file), and every bad value is refused with the setting's name and what was wrong
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from reclaim.errors import UsageError
@@ -21,27 +23,72 @@ DEFAULT_MIN_AGE = DAY
 
 
 @dataclass(frozen=True)
+class InodeCount:
+    """A number of inodes, or a percentage of the inodes of the filesystem that holds the
+    engine's data."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def resolve(self, filesystem_inodes: int) -> int:
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return int(filesystem_inodes * self.percent / 100)
+
+
+@dataclass(frozen=True)
 class ImagePolicy:
     min_age: float = DEFAULT_MIN_AGE  # seconds since last use; nothing younger is deleted
     max_age: float | None = None  # delete when unused longer than this, without pressure
     quota: Size | None = None  # keep the image store's unique bytes at or under this
     high: Size | None = None  # filesystem usage that starts eviction...
     low: Size | None = None  # ...down to this
+    high_inodes: InodeCount | None = None  # filesystem inodes in use that start eviction...
+    low_inodes: InodeCount | None = None  # ...down to this
     keep: tuple[str, ...] = ()  # globs on repo:tag, or image id prefixes
     keep_labels: tuple[str, ...] = ()  # "key" or "key=value"
     keep_latest: int = 0  # per repository, the N most recently used tags
     dangling: str = "like-others"  # or "after-min-age": delete untagged once old enough
 
     def keeps_by_pattern(self, tags: tuple[str, ...], image_id: str) -> str | None:
+        """The first `keep` pattern that one of the tags matches (a glob) or the id starts
+        with (a hex prefix of 4 or more digits)."""
+        if not self.keep:
+            return None
+        compiled = self._keep_compiled
         bare_id = image_id.split(":", 1)[-1]
-        for pattern in self.keep:
-            if any(fnmatch.fnmatchcase(t, pattern) for t in tags):
-                return pattern
-            prefix = pattern.split(":", 1)[-1] if pattern.startswith("sha256:") else pattern
-            if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix) and \
-                    bare_id.startswith(prefix):
+        # One combined expression rules out most images with a single call per tag.
+        if not bare_id.startswith(compiled.prefixes) and not any(
+            compiled.any_glob(t) for t in tags
+        ):
+            return None
+        for pattern, glob, prefix in compiled.each:
+            if any(glob(t) for t in tags) or (prefix and bare_id.startswith(prefix)):
                 return pattern
         return None
+
+    @cached_property
+    def _keep_compiled(self) -> _KeepPatterns:
+        return _KeepPatterns.of(self.keep)
+
+
+@dataclass(frozen=True)
+class _KeepPatterns:
+    each: tuple[tuple[str, Any, str], ...]  # (pattern, its glob's fullmatch, id prefix or "")
+    any_glob: Any  # fullmatch of all the globs at once
+    prefixes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, patterns: tuple[str, ...]) -> _KeepPatterns:
+        each = []
+        for pattern in patterns:
+            prefix = pattern.split(":", 1)[-1] if pattern.startswith("sha256:") else pattern
+            is_prefix = len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix)
+            each.append((pattern, re.compile(fnmatch.translate(pattern)).fullmatch,
+                         prefix if is_prefix else ""))
+        combined = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+        return cls(tuple(each), combined.fullmatch, tuple(e[2] for e in each if e[2]))
 
 
 @dataclass(frozen=True)
@@ -95,6 +142,8 @@ class Policy:
                 value = getattr(obj, f.name)
                 if isinstance(value, Size):
                     value = f"{value.percent}%" if value.percent is not None else value.bytes
+                elif isinstance(value, InodeCount):
+                    value = f"{value.percent}%" if value.percent is not None else value.count
                 elif isinstance(value, tuple):
                     value = list(value)
                 out[f.name] = value
@@ -122,6 +171,7 @@ def labels_match(selectors: tuple[str, ...], labels: Mapping[str, str]) -> str |
 _DURATIONS = {"min_age", "max_age", "exited_after", "created_after", "dangling_after",
               "older_than"}
 _SIZES = {"quota", "high", "low", "keep_storage"}
+_INODES = {"high_inodes", "low_inodes"}
 _LISTS = {"keep", "keep_labels", "include"}
 _SECTIONS: dict[str, type] = {
     "images": ImagePolicy, "containers": ContainerPolicy, "volumes": VolumePolicy,
@@ -163,6 +213,8 @@ def _convert(setting: str, key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise UsageError(f'{setting}: {value!r} is not a size; use e.g. "50G" or "20%"')
         return parse_size(value, setting=setting)
+    if key in _INODES:
+        return _inode_count(setting, value)
     if key in _LISTS:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
@@ -189,6 +241,29 @@ def _convert(setting: str, key: str, value: Any) -> Any:
     raise UsageError(f"{setting}: unknown setting")
 
 
+def _inode_count(setting: str, value: Any) -> InodeCount:
+    """A count of inodes (an integer, `2000000`) or a percentage of the filesystem's (`90%`)."""
+    hint = 'use e.g. 2000000 or "90%"'
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise UsageError(f"{setting}: {value!r} is not an inode count; {hint}")
+        return InodeCount(count=value)
+    if not isinstance(value, str):
+        raise UsageError(f"{setting}: {value!r} is not an inode count; {hint}")
+    text = value.strip()
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            percent = -1.0
+        if not 0 <= percent <= 100:
+            raise UsageError(f'{setting}: "{value}" is not a percentage between 0% and 100%')
+        return InodeCount(percent=percent)
+    if not text.isascii() or not text.isdigit():
+        raise UsageError(f'{setting}: "{value}" is not an inode count; {hint}')
+    return InodeCount(count=int(text))
+
+
 # A container created (or stopped) moments ago may be about to start (or be inspected):
 # reclaim never removes one younger than this, whatever the settings say.
 MIN_CONTAINER_AGE = 60.0
@@ -212,3 +287,12 @@ def _check(policy: Policy) -> None:
             or (images.high.percent or 0) < (images.low.percent or 0)
         ):
             raise UsageError("images.low: must be below images.high")
+    if (images.high_inodes is None) != (images.low_inodes is None):
+        raise UsageError("images.high_inodes and images.low_inodes: set both inode watermarks "
+                         "or neither")
+    if images.high_inodes is not None and images.low_inodes is not None:
+        high, low = images.high_inodes, images.low_inodes
+        if (high.percent is None) == (low.percent is None) and (
+            (high.count or 0) < (low.count or 0) or (high.percent or 0) < (low.percent or 0)
+        ):
+            raise UsageError("images.low_inodes: must be below images.high_inodes")
