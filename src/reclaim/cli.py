@@ -33,7 +33,14 @@ from reclaim.errors import (
 from reclaim.lock import apply_lock
 from reclaim.model import EngineInfo, Inventory
 from reclaim.planfile import plan_to_json, read_plan
-from reclaim.policy.plan import Action, FilesystemUsage, Plan, plan
+from reclaim.policy.plan import (
+    Action,
+    FilesystemUsage,
+    Plan,
+    freeable_layers,
+    plan,
+    wants_layer_inodes,
+)
 from reclaim.policy.rules import Policy
 from reclaim.recorder import Recorder
 from reclaim.runtimes.base import no_progress
@@ -151,6 +158,9 @@ _POLICY_FLAGS: tuple[tuple[str, str, str, str], ...] = (
     ("--quota", "images", "quota", "Keep the image store at or under this (50G, 20%)."),
     ("--high", "images", "high", "Filesystem usage that starts eviction (bytes or %)."),
     ("--low", "images", "low", "Evict down to this filesystem usage."),
+    ("--high-inodes", "images", "high_inodes",
+     "Filesystem inodes in use that start eviction (a count or %)."),
+    ("--low-inodes", "images", "low_inodes", "Evict down to this many inodes in use."),
     ("--keep-latest", "images", "keep_latest", "Keep the N most recently used tags per repo."),
     ("--dangling", "images", "dangling", "like-others | after-min-age"),
     ("--containers-exited-after", "containers", "exited_after",
@@ -211,13 +221,17 @@ def _filesystem(engine: EngineInfo) -> FilesystemUsage | None:
 def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
                progress: Any) -> tuple[Plan, Ledger, Inventory]:
     inventory = runtime.inventory(progress=progress)
+    filesystem = _filesystem(inventory.engine)
+    # Counting a layer's inodes reads its records on disk: only when an inode watermark is
+    # crossed, and only the layers a deletion could free.
+    layer_inodes = (runtime.layer_inodes(freeable_layers(inventory))
+                    if wants_layer_inodes(policy, filesystem) else None)
     now = datetime.now(UTC)
     ledger = _open_ledger(g, inventory.engine)
     Recorder(ledger).catch_up(inventory, now)
     try:
-        made = plan(inventory, ledger.images(), policy, now,
-                    filesystem=_filesystem(inventory.engine),
-                    volume_since=ledger.volume_dangling_since())
+        made = plan(inventory, ledger.images(), policy, now, filesystem=filesystem,
+                    volume_since=ledger.volume_dangling_since(), layer_inodes=layer_inodes)
     except ValueError as exc:
         ledger.store.close()
         raise UsageError(str(exc)) from exc

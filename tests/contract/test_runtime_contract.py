@@ -19,7 +19,7 @@ from reclaim.runtimes.base import Runtime
 from reclaim.runtimes.docker import DockerRuntime
 from reclaim.sandbox.content import FixtureSpec, GroundTruth, build_fixture
 from tests.conftest import KINDS
-from tests.fakes import fake_from_truth
+from tests.fakes import fake_from_truth, fixture_layer_inodes
 
 KiB = 1024
 
@@ -38,8 +38,10 @@ class Backend:
 
 
 def _fake_backend() -> Backend:
-    truth = build_fixture(FixtureSpec.small()).truth
-    fake, image_ids, container_ids = fake_from_truth(truth)
+    fixture = build_fixture(FixtureSpec.small())
+    truth = fixture.truth
+    fake, image_ids, container_ids = fake_from_truth(
+        truth, layer_inodes=fixture_layer_inodes(fixture))
 
     def make_image(tags: tuple[str, ...]) -> str:
         image_id = "sha256:" + hashlib.sha256(repr(tags).encode()).hexdigest()
@@ -123,6 +125,30 @@ def test_layer_chains_and_sizes_are_the_engines(backend: Backend) -> None:
             expected = (layer.allocated_bytes if backend.store == "containerd"
                         else layer.content_bytes)
             assert abs(inventory.layers[chain_id].size - expected) <= 64 * KiB, chain_id
+
+
+# Around a layer's own files, what an engine keeps for it on disk (Docker's layerdb entry and
+# layer directory, the snapshot directory of containerd's snapshotter): a handful of inodes.
+LAYER_BOOKKEEPING_INODES = 16
+
+
+def test_layer_inodes_count_the_unpacked_files(backend: Backend) -> None:
+    """What the inode watermarks rely on. Every layer of the seeded fixture is counted (the
+    sandbox engines keep a data root the adapter can read), at least one inode per entry of
+    the layer plus its root directory and at most a handful more for the engine's own files.
+    Chain ids the engine does not hold are left out (unknown), never reported as 0."""
+    counted = build_fixture(FixtureSpec.small())
+    expected = {c: n for c, n in fixture_layer_inodes(counted).items()
+                if c in backend.truth.layers}
+    missing = "sha256:" + "0" * 64
+    got = backend.runtime.layer_inodes([*expected, missing])
+    assert missing not in got
+    assert set(got) == set(expected)
+    for chain_id, entries in expected.items():
+        if backend.name == "fake":
+            assert got[chain_id] == entries
+        else:
+            assert entries <= got[chain_id] <= entries + LAYER_BOOKKEEPING_INODES, chain_id
 
 
 def test_containers_of_every_state_with_their_images(backend: Backend) -> None:

@@ -6,7 +6,7 @@ Adapters are the only code that talks to an engine. They return the runtime-neut
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from typing import Protocol
 
@@ -31,6 +31,12 @@ class Runtime(Protocol):
         `sizes` asks the engine for the figures it computes slowly (container read-write bytes,
         build cache on engines that only give it with everything else).
         """
+        ...
+
+    def layer_inodes(self, chain_ids: Collection[str]) -> dict[str, int]:
+        """Inodes each layer holds on disk, for the layers the runtime can count; missing =
+        unknown. Counting walks the layers' files, so callers ask only when an inode watermark
+        needs it, and only for the layers a deletion could free."""
         ...
 
     def image_refs(self, image_id: str) -> tuple[str, ...] | None:

@@ -7,7 +7,7 @@ disappears when its last image goes, and the engine's refusals (409) happen wher
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 
@@ -54,6 +54,9 @@ class FakeRuntime:
         # While down, every call that needs the engine fails as an unreachable one does.
         self.down = False
         self._tag_owner: dict[str, str] = {}
+        # Inodes each layer holds on disk, by chain id; a layer without one cannot be counted
+        # (as on a store the adapter cannot read).
+        self.inodes: dict[str, int] = {}
 
     # -- building state --------------------------------------------------------------------
 
@@ -63,19 +66,28 @@ class FakeRuntime:
         *,
         tags: Iterable[str] = (),
         layers: Iterable[tuple[str, int]] = (),
+        inodes: Iterable[int | None] | None = None,
         blobs: Iterable[tuple[str, int]] = (),
         created: datetime | None = None,
         tagged_at: datetime | None = None,
         labels: Mapping[str, str] | None = None,
         metadata_bytes: int = 0,
     ) -> Image:
-        """`layers` are (diff id, size) base first; chain ids are derived as an engine does."""
+        """`layers` are (diff id, size) base first; chain ids are derived as an engine does.
+        `inodes`, one per layer (None: cannot be counted), are what `layer_inodes` reports
+        for a layer new to the store."""
         layer_list = list(layers)
         diff_ids = [d for d, _ in layer_list]
         chain = chain_ids(diff_ids)
+        counts = list(inodes) if inodes is not None else [None] * len(layer_list)
+        if len(counts) != len(layer_list):
+            raise ValueError("inodes: one count (or None) per layer")
         parent: str | None = None
-        for chain_id, (diff_id, size) in zip(chain, layer_list, strict=True):
-            self.layers.setdefault(chain_id, Layer(chain_id, diff_id, size, parent))
+        for chain_id, (diff_id, size), count in zip(chain, layer_list, counts, strict=True):
+            if chain_id not in self.layers:
+                self.layers[chain_id] = Layer(chain_id, diff_id, size, parent)
+                if count is not None:
+                    self.inodes[chain_id] = count
             parent = chain_id
         blob_list = list(blobs)
         for digest, size in blob_list:
@@ -153,6 +165,10 @@ class FakeRuntime:
             build_cache=self.build_cache,
             layer_source="api",
         )
+
+    def layer_inodes(self, chain_ids: Collection[str]) -> dict[str, int]:
+        self._check_up()
+        return {c: self.inodes[c] for c in chain_ids if c in self.layers and c in self.inodes}
 
     def image_refs(self, image_id: str) -> tuple[str, ...] | None:
         image = self.images.get(image_id)
@@ -250,4 +266,5 @@ class FakeRuntime:
         live_layers = {c for i in self.images.values() for c in i.chain}
         live_blobs = {d for i in self.images.values() for d in i.blobs}
         self.layers = {k: v for k, v in self.layers.items() if k in live_layers}
+        self.inodes = {k: v for k, v in self.inodes.items() if k in live_layers}
         self.blobs = {k: v for k, v in self.blobs.items() if k in live_blobs}
