@@ -60,3 +60,27 @@ def test_newest_first_and_unreadable_records_left_out(tmp_path: Path) -> None:
 
 def test_no_containers_directory_means_ask_the_engine(tmp_path: Path) -> None:
     assert container_listing(str(tmp_path)) is None
+
+
+def test_containerd_names_as_the_engine_shows_them() -> None:
+    from reclaim.runtimes.containerddisk import _familiar
+
+    assert _familiar("docker.io/library/busybox:1") == "busybox:1"
+    assert _familiar("docker.io/fx/api:1.0") == "fx/api:1.0"
+    assert _familiar("ghcr.io/org/tool:2") == "ghcr.io/org/tool:2"
+    assert _familiar("docker.io/fx/api@sha256:" + "a" * 64) == "fx/api@sha256:" + "a" * 64
+
+
+def test_go_binary_times() -> None:
+    import struct
+    from datetime import UTC, datetime
+
+    from reclaim.runtimes.containerddisk import _go_time
+
+    # 2026-01-02T03:04:05.678901234Z: seconds since year 1, nanoseconds, zone -1 (UTC).
+    seconds = int((datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+                   - datetime(1, 1, 1, tzinfo=UTC)).total_seconds())
+    raw = b"\x01" + struct.pack(">qi", seconds, 678901234) + b"\xff\xff"
+    assert _go_time(raw) == datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    assert _go_time(b"\x02" + raw[1:]) is None
+    assert _go_time(None) is None
