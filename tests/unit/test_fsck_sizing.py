@@ -213,3 +213,13 @@ def test_a_failing_worker_is_reported(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(sizing._Walker, "scan", broken)  # inherited by the forked workers
     with pytest.raises(RuntimeError, match="disk on fire"):
         size_paths([str(tmp_path / "t")], workers=2, inline=0)
+
+
+def test_relative_paths_in_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # workers change their working directory as they go; a relative path must still mean
+    # what it meant to the caller
+    generate(tmp_path / "t", seed=13)
+    monkeypatch.chdir(tmp_path)
+    got = size_paths(["t", "t/wide"], workers=2, inline=0)
+    assert got == expected([tmp_path / "t", tmp_path / "t" / "wide"])
+    assert os.getcwd() == str(tmp_path)
