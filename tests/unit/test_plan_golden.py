@@ -16,10 +16,10 @@ import pytest
 
 from reclaim.lastuse import LastUse, Usage
 from reclaim.planfile import plan_to_json
-from reclaim.policy.plan import plan
+from reclaim.policy.plan import FilesystemUsage, plan
 from reclaim.policy.rules import build_policy
 from reclaim.sandbox.content import FixtureSpec, build_fixture
-from tests.fakes import fake_from_truth
+from tests.fakes import fake_from_truth, fixture_layer_inodes
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -34,13 +34,30 @@ POLICIES: dict[str, dict[str, dict[str, Any]]] = {
     "everything": {"images": {"quota": "0", "min_age": "0s"},
                    "containers": {"exited_after": "1d", "created_after": "7d"},
                    "volumes": {"dangling_after": "1d", "all": True}},
+    # The filesystem below: 9,400 of 10,000 inodes in use; down to 9,250 asks for 150, which
+    # the least recently used images meet.
+    "inodes": {"images": {"high_inodes": 9300, "low_inodes": 9250}},
+    # Down to 90%: more than every allowed image holds, so all of them go, with a warning.
+    "inodes-percent": {"images": {"high_inodes": "92%", "low_inodes": "90%"}},
+    # Bytes and inodes at once: 1 MiB above the byte high-water mark, asking for about 2 MiB,
+    # and 50 inodes.
+    "inodes-and-bytes": {"images": {"high": "9G", "low": "8.999G", "high_inodes": 9380,
+                                    "low_inodes": 9350}},
+    # The runtime could count only some layers: the others free 0 inodes, and it says so.
+    "inodes-unknown": {"images": {"high_inodes": 9300, "low_inodes": 9250}},
 }
+# The filesystem that holds the data root, for the policies that need one.
+FILESYSTEM = FilesystemUsage(total_bytes=10 * 1024**3, used_bytes=9 * 1024**3 + 1024**2,
+                             total_inodes=10_000, used_inodes=9_400)
 
 
 @functools.cache
-def world() -> tuple[Any, dict[str, Usage], dict[str, datetime]]:
-    truth = build_fixture(FixtureSpec()).truth
-    fake, image_ids, _ = fake_from_truth(truth, created=NOW - timedelta(days=20))
+def world() -> tuple[Any, dict[str, Usage], dict[str, datetime], dict[str, int]]:
+    fixture = build_fixture(FixtureSpec())
+    truth = fixture.truth
+    layer_inodes = fixture_layer_inodes(fixture)
+    fake, image_ids, _ = fake_from_truth(truth, created=NOW - timedelta(days=20),
+                                         layer_inodes=layer_inodes)
     usage: dict[str, Usage] = {}
     for n, (key, image_id) in enumerate(sorted(image_ids.items())):
         # A spread of histories: never used, used long ago, used recently.
@@ -49,13 +66,20 @@ def world() -> tuple[Any, dict[str, Usage], dict[str, datetime]]:
                                                "event", f"job-{n}")
         usage[image_id] = Usage(image_id, first, last, None, tuple(truth.image(key).tags))
     volume_since = {v.name: NOW - timedelta(days=2 + n) for n, v in enumerate(truth.volumes)}
-    return fake.inventory(), usage, volume_since
+    return fake.inventory(), usage, volume_since, layer_inodes
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_golden_plan(name: str, request: pytest.FixtureRequest) -> None:
-    inventory, usage, volume_since = world()
-    made = plan(inventory, usage, build_policy(POLICIES[name]), NOW, volume_since=volume_since)
+    inventory, usage, volume_since, layer_inodes = world()
+    policy = build_policy(POLICIES[name])
+    inodes = policy.images.high_inodes is not None
+    if name == "inodes-unknown":
+        layer_inodes = {c: n for k, (c, n) in enumerate(sorted(layer_inodes.items()))
+                        if k % 3}
+    made = plan(inventory, usage, policy, NOW, volume_since=volume_since,
+                filesystem=FILESYSTEM if inodes else None,
+                layer_inodes=layer_inodes if inodes else None)
     document = plan_to_json(made)
     path = GOLDEN / f"plan-{name}.json"
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"

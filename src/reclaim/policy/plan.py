@@ -309,8 +309,6 @@ def _images(
             rule = target.bytes_rule if got_bytes < target.bytes_need else "inode-watermark"
             basis = bases[image_id]
             age = (now - basis.when).total_seconds()
-            reason = Reason(rule, f"least recently used ({basis.source} {_ago(age)} ago); "
-                            f"{detail}")
             if trial is not None:
                 # Nothing was taken out again: the eviction's own figures are the actions',
                 # in the same order from the same start.
@@ -320,6 +318,10 @@ def _images(
                 inodes = freeing.last_inodes
             got_bytes += freed
             got_inodes += inodes
+            # The plan's actions carry bytes; the inodes each frees are said in the reason.
+            frees = f"; frees {inodes:,} inodes" if target.inodes_need > 0 else ""
+            reason = Reason(rule, f"least recently used ({basis.source} {_ago(age)} ago); "
+                            f"{detail}{frees}")
             actions.append(Action("image", image_id, by_id[image_id].tags, freed, reason,
                                   basis.when))
         chosen_set = set(chosen)
