@@ -1039,8 +1039,11 @@ class UseWatch:
             "since": _event_time_param(since),
             "filters": json.dumps({"type": ["container", "image"], "event": list(_USE_EVENTS)}),
         }
+        self._sock: socket.socket | None = None
         try:
             self._conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
+            # Kept for close(): http.client lets go of it if the answer says it will close.
+            self._sock = self._conn.sock
             response = self._conn.getresponse()
             if response.status >= 400:
                 raise HTTPStatusError(response.status, response.read()[:200].decode(
@@ -1077,10 +1080,9 @@ class UseWatch:
     def close(self) -> None:
         with self._cond:
             self._stopped = True
-        sock = self._conn.sock
-        if sock is not None:
+        if self._sock is not None:
             with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                self._sock.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(5)
         self._conn.close()
