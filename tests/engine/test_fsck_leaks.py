@@ -39,6 +39,8 @@ from reclaim.fsck.errors import FsckRefused
 from reclaim.fsck.scan import Finding
 from reclaim.sandbox import engines
 from reclaim.sandbox.engines import SandboxEngine
+from reclaim.state.quarantine import open_ledger
+from reclaim.state.store import default_state_dir
 from tests.conftest import KINDS
 from tests.engine.test_sandbox import IMAGE, client_for, import_busybox, needs_root_and_docker
 from tests.rootfs import busybox_rootfs_tar
@@ -177,6 +179,13 @@ def quarantine_then_purge(leak: Leak, expected: set[str]) -> None:
     # batch's own dirs and manifest included) at least the allocated bytes fsck reported.
     [b] = purged.batches
     assert b.bytes >= sum(f.bytes for f in quarantined)
+    ledger = open_ledger(default_state_dir())
+    try:
+        row = ledger.get(str(leak.root), batch.id)
+    finally:
+        ledger.close()
+    assert row is not None and row.state == "purged" and row.purged_bytes == b.bytes
+    assert row.bytes == sum(f.bytes for f in quarantined)
 
 
 def _processes_rooted_under(root: Path) -> list[int]:
@@ -331,11 +340,12 @@ def test_recipe_a_dockerd_killed_during_docker_load(leak: Leak) -> None:
 # --- C: layerdb/mounts immutable during docker create -----------------------------------------
 
 
-def test_recipe_c_immutable_mounts_during_docker_create(leak: Leak) -> None:
-    c = leak.client()
-    import_busybox(c)
-    before = leak.layer_dirs()
-    mounts = leak.root / "image" / "overlay2" / "layerdb" / "mounts"
+def _leak_by_immutable_mounts(box: Leak) -> set[str]:
+    """Recipe C: the layer dirs of a `docker create` that could not record its mount."""
+    c = box.client()
+    before = box.layer_dirs()
+    mounts = box.root / "image" / "overlay2" / "layerdb" / "mounts"
+    mounts.mkdir(exist_ok=True)
     subprocess.run(["chattr", "+i", str(mounts)], check=True)
     try:
         with pytest.raises(docker.errors.APIError, match="operation not permitted"):
@@ -343,9 +353,17 @@ def test_recipe_c_immutable_mounts_during_docker_create(leak: Leak) -> None:
                                host_config=c.create_host_config(network_mode="none"))
     finally:
         subprocess.run(["chattr", "-i", str(mounts)], check=True)
-    [init] = [n for n in leak.layer_dirs() - before if n.endswith("-init")]
+    leaked = box.layer_dirs() - before
+    assert len(leaked) == 2
+    return leaked
+
+
+def test_recipe_c_immutable_mounts_during_docker_create(leak: Leak) -> None:
+    import_busybox(leak.client())
+    leaked = _leak_by_immutable_mounts(leak)
+    [init] = [n for n in leaked if n.endswith("-init")]
     mount_id = init.removesuffix("-init")
-    assert leak.layer_dirs() - before == {mount_id, init}
+    assert leaked == {mount_id, init}
     expected = {f"overlay2/{mount_id}", f"overlay2/{init}"}
 
     # Running: younger than the age threshold, so in flight (a create may be under way).
@@ -365,40 +383,72 @@ def test_recipe_c_immutable_mounts_during_docker_create(leak: Leak) -> None:
         leak.start()
 
 
-def test_quarantine_with_the_engine_running_never_half_moves(leak: Leak) -> None:
-    """Recipe C again, acted on with the engine running (two looks, no age threshold). Where
-    dockerd holds its data root as a mount of its own (20.10 bind-mounts it onto itself when
-    the host's mount propagation is private) a rename to the quarantine dir beside it cannot
-    work: fsck says so before moving anything. Elsewhere both layers are quarantined."""
-    c = leak.client()
-    before = leak.layer_dirs()
-    mounts = leak.root / "image" / "overlay2" / "layerdb" / "mounts"
-    subprocess.run(["chattr", "+i", str(mounts)], check=True)
+def test_a_running_engine_holding_its_data_root_as_a_mount_is_refused_before_any_move(
+        leak: Leak) -> None:
+    """dockerd 20.10 and 26.1 bind-mount their data root onto itself when the host's mount
+    propagation is private (as here): same filesystem, but a rename to the quarantine dir
+    beside it fails with EXDEV. fsck says so before moving anything, with the engine running;
+    with it stopped the mount is gone and the same leak is quarantined."""
+    if str(leak.root) not in q.mount_points():
+        pytest.skip("this dockerd did not bind-mount its data root (shared propagation)")
+    leaked = _leak_by_immutable_mounts(leak)
+    expected = {f"overlay2/{n}" for n in leaked}
+    with pytest.raises(FsckRefused, match="cannot cross mounts"):
+        run.quarantine(str(leak.root), look_gap=0.5, min_age=0)
+    assert {n for n in leaked if (leak.root / "overlay2" / n).is_dir()} == leaked
+    leak.stop()
     try:
-        with pytest.raises(docker.errors.APIError):
-            c.create_container(IMAGE, command=["true"], network_disabled=True,
-                               host_config=c.create_host_config(network_mode="none"))
+        quarantine_then_purge(leak, expected)
     finally:
-        subprocess.run(["chattr", "-i", str(mounts)], check=True)
-    leaked = leak.layer_dirs() - before
-    assert len(leaked) == 2
-    data_root_is_a_mount = str(leak.root) in q.mount_points()
-    if data_root_is_a_mount:
-        with pytest.raises(FsckRefused, match="cannot cross mounts"):
-            run.quarantine(str(leak.root), look_gap=0.5, min_age=0)
-        assert leak.layer_dirs() - before == leaked
-        leak.stop()
-        try:
-            quarantine_then_purge(leak, {f"overlay2/{n}" for n in leaked})
-        finally:
-            leak.start()
-    else:
-        done = run.quarantine(str(leak.root), look_gap=0.5, min_age=0)
-        assert done.scan is not None and done.scan.looks == 2
-        assert {f.path for f in done.scan.findings if f.action == "quarantined"} == {
-            f"overlay2/{n}" for n in leaked}
-        run.purge(str(leak.root))
-    assert leak.layer_dirs() - before == set()
+        leak.start()
+
+
+@pytest.fixture
+def shared_base() -> Iterator[Path]:
+    """A base dir that is a mount with shared propagation, as / is on a systemd host: dockerd
+    then uses its data root as it is, and the quarantine dir beside it is on the same mount."""
+    base = Path(tempfile.mkdtemp(prefix="rls-", dir="/tmp"))
+    subprocess.run(["mount", "--bind", str(base), str(base)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(base)], check=True)
+        yield base
+    finally:
+        subprocess.run(["umount", str(base)], check=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", OVERLAY2_KINDS)
+def test_quarantine_with_the_engine_running(kind: str, shared_base: Path) -> None:
+    """Recipe C acted on with the engine running: two looks, the age threshold set to 0 (the
+    leak is seconds old), both layers quarantined, restored, quarantined again and purged."""
+    box = Leak(shared_base, kind)
+    try:
+        assert str(box.root) not in q.mount_points()
+        import_busybox(box.client())
+        leaked = _leak_by_immutable_mounts(box)
+        expected = {f"overlay2/{n}" for n in leaked}
+
+        done = run.quarantine(str(box.root), look_gap=0.5, min_age=0)
+        assert done.scan is not None and done.scan.looks == 2 and done.scan.engine_running
+        quarantined = {f.path: f for f in done.scan.findings if f.action == "quarantined"}
+        assert set(quarantined) == expected
+        assert all("orphaned and unchanged in two looks" in f.evidence
+                   for f in quarantined.values())
+        assert [f for f in done.scan.findings if f.action != "quarantined"] == []
+        [batch] = done.batches
+        assert not any((box.root / p).exists() for p in expected)
+
+        run.restore(str(box.root), batch.id)
+        assert all((box.root / p / "link").is_file() for p in expected)
+        [again] = run.quarantine(str(box.root), look_gap=0.5, min_age=0).batches
+        [purged] = run.purge(str(box.root)).batches
+        assert purged.id == again.id and purged.bytes >= sum(f.bytes for f in
+                                                              quarantined.values())
+        assert not (box.layer_dirs() & leaked)
+        after = run.report(str(box.root)).scan
+        assert after is not None and after.findings == []
+    finally:
+        engines.stop(box.engine)
 
 
 # --- E: stale mount metadata moved away: the chain stays forever ------------------------------
@@ -508,6 +558,10 @@ def test_recipe_f_dockerd_killed_during_a_buildkit_run(leak: Leak) -> None:
     leak.start()
     survivors = during & leak.layer_dirs()
     assert survivors, "no dir of the killed build survived the restart"
+    # Each is named in BuildKit's snapshots.db (and in no layerdb or container record): the
+    # references fsck has to find there.
+    snapshots = (leak.root / "buildkit" / "snapshots.db").read_bytes()
+    assert all(name.encode() in snapshots for name in survivors), survivors
 
     # BuildKit's dirs survive the restart; they are referenced from its snapshots.db, so none
     # of them is an orphan, running or stopped.
