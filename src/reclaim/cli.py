@@ -13,13 +13,11 @@ import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from reclaim import __version__, output
-from reclaim.apply import ApplyResult, UseWatch, apply_actions, measured_freed
-from reclaim.config import config_path, load_file, policy_from
 from reclaim.df import build_report
 from reclaim.errors import (
     EXIT_INTERRUPTED,
@@ -30,27 +28,21 @@ from reclaim.errors import (
     ReclaimError,
     UsageError,
 )
-from reclaim.lock import apply_lock
 from reclaim.model import EngineInfo, Inventory
-from reclaim.planfile import plan_to_json, read_plan
-from reclaim.policy.plan import (
-    Action,
-    FilesystemUsage,
-    Plan,
-    freeable_layers,
-    plan,
-    wants_layer_inodes,
-)
-from reclaim.policy.rules import Policy
 from reclaim.recorder import Recorder
 from reclaim.runtimes.base import no_progress
 from reclaim.runtimes.docker import DockerRuntime
 from reclaim.state import store as state_store
-from reclaim.state.journal import Journal
 from reclaim.state.usage import Ledger
 from reclaim.units import human_bytes
-from reclaim.watch import Watcher
 
+if TYPE_CHECKING:
+    from reclaim.apply import ApplyResult, UseWatch
+    from reclaim.policy.plan import Action, FilesystemUsage, Plan
+    from reclaim.policy.rules import Policy
+
+# Only what every command needs is imported above: `df`, run often on big hosts, must not pay
+# for the planner, apply, watch and the journal. Each command imports its own.
 RUNTIMES = ("docker", "podman", "containerd")
 
 
@@ -138,6 +130,7 @@ def df(g: Globals, verbose: bool, as_json: bool, sizes: bool) -> None:
 @click.pass_obj
 def watch(g: Globals, verbose: bool) -> None:
     """Record image use from the engine's events until SIGTERM or SIGINT."""
+    from reclaim.watch import Watcher
     runtime = _open_runtime(g)
     try:
         ledger = _open_ledger(g, runtime.info())
@@ -189,6 +182,7 @@ def _policy_options(fn: Any) -> Any:
 
 
 def _policy(g: Globals, flags: dict[str, Any]) -> Policy:
+    from reclaim.config import config_path, load_file, policy_from
     settings: dict[str, dict[str, Any]] = {}
     for flag, section, setting, _ in _POLICY_FLAGS:
         value = flags.get(flag.lstrip("-").replace("-", "_"))
@@ -204,6 +198,7 @@ def _policy(g: Globals, flags: dict[str, Any]) -> Policy:
 
 
 def _filesystem(engine: EngineInfo) -> FilesystemUsage | None:
+    from reclaim.policy.plan import FilesystemUsage
     if not engine.data_root:
         return None
     try:
@@ -220,6 +215,7 @@ def _filesystem(engine: EngineInfo) -> FilesystemUsage | None:
 
 def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
                progress: Any) -> tuple[Plan, Ledger, Inventory]:
+    from reclaim.policy.plan import freeable_layers, plan, wants_layer_inodes
     inventory = runtime.inventory(progress=progress)
     filesystem = _filesystem(inventory.engine)
     # Counting a layer's inodes reads its records on disk: only when an inode watermark is
@@ -247,6 +243,7 @@ def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
 def plan_command(g: Globals, /, verbose: bool, as_json: bool, out: str | None,
                  **flags: Any) -> None:
     """The dry run: what would go, why, and how many bytes it frees."""
+    from reclaim.planfile import plan_to_json
     policy = _policy(g, flags)
     runtime = _open_runtime(g)
     try:
@@ -274,6 +271,8 @@ def plan_command(g: Globals, /, verbose: bool, as_json: bool, out: str | None,
 def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool, as_json: bool,
                   **flags: Any) -> None:
     """Delete what a plan (a file, or the policy given now) says, re-checking every object."""
+    from reclaim.lock import apply_lock
+    from reclaim.planfile import read_plan
     given_policy = any(v not in (None, (), False) for v in flags.values())
     if plan_file and given_policy:
         raise UsageError("give either a plan file or policy flags, not both")
@@ -331,6 +330,8 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
            actions: tuple[Action, ...], created: datetime,
            cache: tuple[int | None, float | None], *, yes: bool, as_json: bool,
            watch: UseWatch | None = None) -> ApplyResult:
+    from reclaim.apply import ApplyResult, apply_actions, measured_freed
+    from reclaim.state.journal import Journal
     if not actions:
         return ApplyResult()
     if not yes and not output.confirm(
@@ -363,6 +364,7 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
 @click.pass_obj
 def history(g: Globals, as_json: bool, limit: int | None) -> None:
     """The deletion journal: what reclaim deleted, when, and why."""
+    from reclaim.state.journal import Journal
     runtime = _open_runtime(g)
     try:
         engine = runtime.info()
