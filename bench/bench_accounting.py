@@ -31,6 +31,8 @@ def populate(images: int, layers: int, containers: int, seed: int = 7) -> FakeRu
     """Families share a base and a runtime; each image adds its own layers until the store
     holds `layers` distinct layers."""
     rng = random.Random(seed)
+    # Inode counts come from a generator of their own, so the sizes stay as they always were.
+    inode_rng = random.Random(seed + 1)
     fake = FakeRuntime()
     families = max(1, images // 20)
     own_total = max(images, layers - 50 - families)
@@ -41,8 +43,11 @@ def populate(images: int, layers: int, containers: int, seed: int = 7) -> FakeRu
                  (digest(f"runtime-{family}"), rng.randrange(1 << 20, 1 << 24))]
         chain += [(digest(f"own-{n}-{k}"), rng.randrange(1, 1 << 22))
                   for k in range(own_total // images + (n < own_total % images))]
+        # A base holds a system's files, a runtime many more, an image's own layers a few.
+        inodes = [inode_rng.randrange(2_000, 8_000), inode_rng.randrange(5_000, 30_000)]
+        inodes += [inode_rng.randrange(1, 2_000) for _ in chain[2:]]
         fake.add_image(digest(f"image-{n}"), tags=[f"app{family}:{n}"], layers=chain,
-                       tagged_at=now, metadata_bytes=2048)
+                       inodes=inodes, tagged_at=now, metadata_bytes=2048)
     ids = list(fake.images)
     states = list(ContainerState)
     for n in range(containers):

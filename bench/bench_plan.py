@@ -8,7 +8,13 @@ a few policies:
              are in use, so it cannot be met and every allowed image goes;
   - quota90: a quota of 90% of the store, which the unused images can meet;
   - max-age: max_age 30d;
-  - mixed:   keep patterns, keep_latest 3 and the same quota.
+  - mixed:   keep patterns, keep_latest 3 and the same quota;
+  - inodes:  inode watermarks (above high_inodes, down to low_inodes), with the per-layer inode
+             counts the fake holds (what the CLI asks the runtime for, outside the plan);
+  - both:    byte and inode watermarks at once;
+  - reused:  the first quota again, with the piece graph built once beforehand and passed in
+             (`plan(accounting=...)`), as a caller that plans several times from one
+             inventory can do. Every other row builds the graph inside the plan, as the CLI.
 
 Each policy is planned `--repeat` times; the median and the best wall time are reported, with
 the CPU time of the process during the plan (steadier than wall time on a loaded machine) and
@@ -40,7 +46,7 @@ from bench_accounting import populate
 from reclaim.accounting import Accounting
 from reclaim.lastuse import LastUse, Usage
 from reclaim.model import Inventory
-from reclaim.policy.plan import Plan, plan
+from reclaim.policy.plan import FilesystemUsage, Plan, freeable_layers, plan
 from reclaim.policy.rules import Policy, build_policy
 
 TARGET_S = 2.0
@@ -105,31 +111,46 @@ def usage_records(inventory: Inventory, seed: int = 11) -> dict[str, Usage]:
     return out
 
 
-def policies(store_bytes: int) -> list[tuple[str, dict[str, Any]]]:
+def filesystem(store_bytes: int, freeable_inodes: int) -> FilesystemUsage:
+    """A filesystem for the watermark rows: the store is most of it, 95% of its bytes and
+    inodes are in use, and the unused images hold about a third of what going from 95% down
+    to 85% of the inodes needs twice over (so the inode target can be met)."""
+    total_inodes = 3 * freeable_inodes
+    return FilesystemUsage(total_bytes=store_bytes * 21 // 20, used_bytes=store_bytes,
+                           total_inodes=total_inodes, used_inodes=total_inodes * 95 // 100)
+
+
+def policies(store_bytes: int) -> list[tuple[str, dict[str, Any], str]]:
+    """(name, image settings, what else the plan gets: "", "fs" or "reuse")."""
     half = store_bytes // 2
     return [
-        ("quota (half the store, LRU)", {"quota": half}),
+        ("quota (half the store, LRU)", {"quota": half}, ""),
         # Half the store cannot be met (half the images are in use): every allowed image goes.
         # A quota the unused images can meet also runs the drop-back pass of the eviction.
-        ("quota (90% of the store, met, LRU)", {"quota": store_bytes * 9 // 10}),
-        ("max_age 30d", {"max_age": "30d"}),
+        ("quota (90% of the store, met, LRU)", {"quota": store_bytes * 9 // 10}, ""),
+        ("max_age 30d", {"max_age": "30d"}, ""),
         ("keep patterns + keep_latest 3 + quota", {
             "keep": ["app1*:*", "app7?:*", "app42:*"],
             "keep_latest": 3,
             "quota": half,
-        }),
+        }, ""),
+        ("inode watermarks 90% -> 85% (met, LRU)",
+         {"high_inodes": "90%", "low_inodes": "85%"}, "fs"),
+        ("byte 90% -> 85% and inode 90% -> 85% watermarks",
+         {"high": "90%", "low": "85%", "high_inodes": "90%", "low_inodes": "85%"}, "fs"),
+        ("quota (half the store), graph built once and passed in", {"quota": half}, "reuse"),
     ]
 
 
 def run(inventory: Inventory, usage: Mapping[str, Usage], name: str,
-        settings: Mapping[str, Any], repeat: int) -> Result:
+        settings: Mapping[str, Any], repeat: int, extra: Mapping[str, Any]) -> Result:
     policy: Policy = build_policy({"images": settings})
     walls: list[float] = []
     cpus: list[float] = []
     made: Plan | None = None
     for _ in range(repeat):
         c0, t0 = time.process_time(), time.perf_counter()
-        made = plan(inventory, usage, policy, NOW)
+        made = plan(inventory, usage, policy, NOW, **extra)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     assert made is not None
@@ -163,23 +184,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
 
     t0 = time.perf_counter()
-    inventory = populate(args.images, args.layers, args.containers).inventory()
+    fake = populate(args.images, args.layers, args.containers)
+    inventory = fake.inventory()
     usage = usage_records(inventory)
+    # What the CLI asks the runtime for under an inode watermark (I/O, outside the plan).
+    layer_inodes = fake.layer_inodes(freeable_layers(inventory))
     store_bytes = Accounting(inventory).total_bytes()
+    freeable_inodes = Accounting(inventory, layer_inodes).freed_inodes_by(
+        [i.id for i in inventory.images])
+    fs = filesystem(store_bytes, freeable_inodes)
     setup_s = time.perf_counter() - t0
+    c0 = time.process_time()
+    graph = Accounting(inventory)
+    graph_cpu_s = time.process_time() - c0
     rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    extras: dict[str, dict[str, Any]] = {
+        "": {},
+        "fs": {"filesystem": fs, "layer_inodes": layer_inodes},
+        "reuse": {"accounting": graph},
+    }
     load_before = os.getloadavg()
-    results = [run(inventory, usage, name, settings, args.repeat)
-               for name, settings in policies(store_bytes)]
+    results = [run(inventory, usage, name, settings, args.repeat, extras[extra])
+               for name, settings, extra in policies(store_bytes)]
     load_after = os.getloadavg()
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"## `plan()` on {len(inventory.images):,} images, {len(inventory.layers):,} layers, "
           f"{len(inventory.containers):,} containers\n")
     print(f"Store {store_bytes / 1e9:.1f} GB; set-up (populate, usage, accounting) "
-          f"{setup_s:.1f} s. Median of {args.repeat} plans per policy. Load average (1 min) "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs.\n")
+          f"{setup_s:.1f} s; building the piece graph alone {graph_cpu_s:.3f} s CPU. Median of "
+          f"{args.repeat} plans per policy. Load average (1 min) {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after, on {os.cpu_count()} CPUs.\n")
     print(table(results))
     print()
     print(f"Peak RSS {rss_peak:.0f} MB (after set-up {rss_setup:.0f} MB).")
@@ -191,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "containers": len(inventory.containers),
             "store_bytes": store_bytes,
             "setup_s": round(setup_s, 2),
+            "graph_cpu_s": round(graph_cpu_s, 3),
+            "filesystem": {"total_bytes": fs.total_bytes, "used_bytes": fs.used_bytes,
+                           "total_inodes": fs.total_inodes, "used_inodes": fs.used_inodes},
             "repeat": args.repeat,
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in load_after],
