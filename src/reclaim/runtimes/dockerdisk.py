@@ -8,7 +8,6 @@ the API, never guess.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -207,6 +206,8 @@ _DIRECTORY_ENTRY = re.compile(rb'"type":1,"name":"[^"]*/"')
 
 
 def _content_directories(entry: str) -> int:
+    import gzip  # here: only a layer read for the first time needs it, not df's start-up
+
     try:
         with gzip.open(entry + "/tar-split.json.gz", "rb") as f:
             return len(_DIRECTORY_ENTRY.findall(f.read()))
