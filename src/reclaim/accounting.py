@@ -71,6 +71,41 @@ class Accounting:
         self.used_images: frozenset[str] = used_images
         self._layer_inodes = layer_inodes
         self._total: int | None = None
+        self._splits: dict[str, _Split] = {}
+
+    def _split(self, image: Image) -> _Split:
+        """The image's pieces, split once: the bytes and inodes of those only it refers to
+        (freed whenever it goes), and those it shares with other images, which are freed with
+        the last of them. Pinned pieces are left out: they are never freed."""
+        split = self._splits.get(image.id)
+        if split is not None:
+            return split
+        refs, pinned, layers = self._layer_refs, self._pinned_layers, self._layers
+        counts = self._layer_inodes
+        own_bytes, own_inodes = image.metadata_bytes, 0
+        shared: list[str] = []
+        for c in image.chain:
+            if c in pinned:
+                continue
+            if refs[c] == 1:
+                layer = layers.get(c)
+                if layer is not None:
+                    own_bytes += layer.size + layer.metadata_bytes
+                if counts is not None:
+                    own_inodes += counts.get(c, 0)
+            else:
+                shared.append(c)
+        shared_blobs: list[str] = []
+        for d in image.blobs:
+            if d in self._pinned_blobs:
+                continue
+            if self._blob_refs[d] == 1:
+                own_bytes += self._blob_size(d)
+            else:
+                shared_blobs.append(d)
+        split = self._splits[image.id] = _Split(own_bytes, own_inodes, tuple(shared),
+                                                tuple(shared_blobs))
+        return split
 
     # -- sizes of single pieces --------------------------------------------------------------
 
@@ -203,6 +238,14 @@ class Accounting:
         return FreeingSet(self)
 
 
+@dataclass(frozen=True)
+class _Split:
+    own_bytes: int
+    own_inodes: int
+    shared_layers: tuple[str, ...]
+    shared_blobs: tuple[str, ...]
+
+
 class FreeingSet:
     """Images chosen for deletion one at a time, each with the bytes it frees given the ones
     chosen before it (its marginal bytes): what the plan's actions carry, and what eviction
@@ -242,35 +285,34 @@ class FreeingSet:
         """The bytes and inodes whose freeing the image decides: with `delta` +1, the pieces
         it would be the last referrer of to come in; with 0 or -1, those it is the last of
         now (what taking it out loses). `apply` writes the new counts (adds or takes out).
-        One loop per kind of piece, everything it needs in locals: this is the planner's
-        innermost loop."""
+        Only shared pieces need counting: this is the planner's innermost loop."""
         acc = self._acc
         image = acc._images.get(image_id)
-        if image is None:
-            return 0, 0
-        live = image_id not in acc.used_images  # a used image's pieces are all pinned
-        freed = image.metadata_bytes if live else 0
-        inodes = 0
+        if image is None or image_id in acc.used_images:
+            return 0, 0  # a used image's pieces are all pinned
+        split = acc._split(image)
+        freed, inodes = split.own_bytes, split.own_inodes
         want = 1 if delta > 0 else 0
-        refs, inside, pinned = acc._layer_refs, self._inside_layers, acc._pinned_layers
-        layers, counts = acc._layers, acc._layer_inodes
-        for c in image.chain:
-            n = inside.get(c, 0)
-            if apply:
-                inside[c] = n + delta
-            if live and n + want == refs[c] and c not in pinned:
-                layer = layers.get(c)
-                if layer is not None:
-                    freed += layer.size + layer.metadata_bytes
-                if counts is not None:
-                    inodes += counts.get(c, 0)
-        if image.blobs:
-            brefs, binside, bpinned = acc._blob_refs, self._inside_blobs, acc._pinned_blobs
-            for d in image.blobs:
+        if split.shared_layers:
+            refs, inside, layers = acc._layer_refs, self._inside_layers, acc._layers
+            counts = acc._layer_inodes
+            for c in split.shared_layers:
+                n = inside.get(c, 0)
+                if apply:
+                    inside[c] = n + delta
+                if n + want == refs[c]:
+                    layer = layers.get(c)
+                    if layer is not None:
+                        freed += layer.size + layer.metadata_bytes
+                    if counts is not None:
+                        inodes += counts.get(c, 0)
+        if split.shared_blobs:
+            brefs, binside = acc._blob_refs, self._inside_blobs
+            for d in split.shared_blobs:
                 n = binside.get(d, 0)
                 if apply:
                     binside[d] = n + delta
-                if live and n + want == brefs[d] and d not in bpinned:
+                if n + want == brefs[d]:
                     freed += acc._blob_size(d)
         return freed, inodes
 
