@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain as _chain
+from operator import attrgetter
 
 from reclaim.model import Image, Inventory
 
@@ -25,6 +26,9 @@ class ImageBytes:
     exclusive: int  # pieces no other image and no container needs
     shared: int  # size - exclusive
 
+
+_size = attrgetter("size")
+_metadata_bytes = attrgetter("metadata_bytes")
 
 # A piece as `shared_pieces` names it: ("layer", chain id), ("blob", digest) or
 # ("image", image id) for the image's own metadata.
@@ -211,10 +215,15 @@ class Accounting:
     def total_bytes(self) -> int:
         """Every stored piece that some image refers to, counted once."""
         if self._total is None:
-            layer_size, blob_size = self._layer_size, self._blob_size
-            self._total = (sum(map(layer_size, self._layer_refs))
-                           + sum(map(blob_size, self._blob_refs))
-                           + sum(i.metadata_bytes for i in self._images.values()))
+            layers = self._layers
+            if self._layer_refs.keys() == layers.keys():
+                # The usual case, every stored layer referred to: summed in C.
+                layer_bytes = (sum(map(_size, layers.values()))
+                               + sum(map(_metadata_bytes, layers.values())))
+            else:
+                layer_bytes = sum(map(self._layer_size, self._layer_refs))
+            self._total = (layer_bytes + sum(map(self._blob_size, self._blob_refs))
+                           + sum(map(_metadata_bytes, self._images.values())))
         return self._total
 
     def unused_images(self) -> list[str]:

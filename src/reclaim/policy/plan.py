@@ -13,6 +13,7 @@ import gc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import NamedTuple
 
 from reclaim.accounting import Accounting, FreeingSet
@@ -393,8 +394,7 @@ def _images(
     return actions, kept, warnings
 
 
-def _by_id(obj: Image | Container) -> str:
-    return obj.id
+_by_id = attrgetter("id")
 
 
 def _space_need(rules: ImagePolicy, store_bytes: int, freed: int, freed_inodes: int,
