@@ -11,7 +11,7 @@ import sys
 import tempfile
 import traceback
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,9 +290,11 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
                              f"({stored.endpoint}, id {stored.engine_id}); not applied here")
         with apply_lock(state_dir, wait=not no_wait, on_wait=output.warning):
             # Watching the engine from before the inventory the actions are checked against:
-            # whatever happens after that inventory, the watch sees (a second of slack for the
-            # event times' rounding).
-            watch = runtime.watch_uses(datetime.now(UTC) - timedelta(seconds=1))
+            # whatever happens after that inventory, the watch sees. From now exactly, no
+            # slack: the engine is on this host's clock, its times are in nanoseconds, and
+            # anything earlier is in the inventory already (a name given a second ago would
+            # only make apply skip an image for nothing).
+            watch = runtime.watch_uses(datetime.now(UTC))
             try:
                 if stored is not None:
                     actions, created = stored.actions, stored.created_at
