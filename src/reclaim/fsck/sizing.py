@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from typing import Any
 
-# One worker process per CPU keeps every CPU busy with a warm cache; twice that keeps more
-# reads in flight with a cold cache while the others wait on the disk (bench/README.md).
+# One worker process per CPU keeps every CPU busy with a warm cache; twice that is meant to
+# keep reads in flight with a cold cache while other workers compute. On the loaded bench
+# machine 2 and 4 workers could not be told apart (bench/README.md, fsck sizing).
 DEFAULT_WORKERS = 2 * (os.cpu_count() or 2)
 # Entries the caller's process sizes before starting workers: about 50 ms with a warm cache.
 INLINE_ENTRIES = 20_000
