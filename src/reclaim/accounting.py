@@ -14,10 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from itertools import chain as _chain
-from operator import attrgetter
 
-from reclaim.model import Image, Inventory
+from reclaim.model import Inventory
 
 
 @dataclass(frozen=True)
@@ -27,221 +25,164 @@ class ImageBytes:
     shared: int  # size - exclusive
 
 
-_size = attrgetter("size")
-_metadata_bytes = attrgetter("metadata_bytes")
-
-# A piece as `shared_pieces` names it: ("layer", chain id), ("blob", digest) or
-# ("image", image id) for the image's own metadata.
-Piece = tuple[str, str]
-
-
 class Accounting:
     """The piece graph of one inventory. Built once in O(references); queries are cheap.
 
-    Layers are keyed by chain id and blobs by digest, straight from the images (a blob's
-    digest can equal a base layer's chain id, so they are kept apart); an image's metadata is
-    its own piece, which only the image refers to. Building it is one counting pass over the
-    references, done in C, and sizes are read from the inventory only for the pieces a query
-    touches: at 20,000 images and 200,000 layers the graph costs little, and a caller that
-    plans several times from one inventory can build it once and pass it on.
+    Pieces are numbered, and an image's pieces are a tuple of numbers: at 20,000 images and
+    200,000 layers this keeps the graph small and quick to build, and per-piece facts are
+    list lookups. A caller that plans several times from one inventory can build it once and
+    pass it on.
 
     `layer_inodes` (chain id -> inodes the layer holds on disk, as the runtime counts them)
-    adds an inode figure to layers; layers the runtime could not count hold 0 and are known as
-    unknown. Blobs and image metadata are not counted (a few files per image).
+    adds an inode figure to every layer; layers the runtime could not count hold 0 and are
+    known as unknown. Blobs and image metadata are not counted (a few files per image).
     """
 
     def __init__(self, inventory: Inventory,
                  layer_inodes: Mapping[str, int] | None = None) -> None:
-        images = inventory.images
-        self._layers = inventory.layers
-        self._blobs = inventory.blobs
-        self._images: dict[str, Image] = {}
-        for image in images:
-            chain, blobs = image.chain, image.blobs
-            # A chain id or digest listed twice in one image is one piece of it.
-            if len(set(chain)) != len(chain) or len(set(blobs)) != len(blobs):
-                image = Image(image.id, image.tags, image.digests, image.created,
-                              tuple(dict.fromkeys(chain)), tuple(dict.fromkeys(blobs)),
-                              image.labels, image.engine_size, image.metadata_bytes,
-                              image.tagged_at)
-            self._images[image.id] = image
-        kept = self._images.values()
-        self._layer_refs = Counter(_chain.from_iterable(i.chain for i in kept))
-        self._blob_refs = Counter(_chain.from_iterable(i.blobs for i in kept if i.blobs))
+        sizes: list[int] = []
+        layer_index: dict[str, int] = {}
+        blob_index: dict[str, int] = {}
+        layers, blobs = inventory.layers, inventory.blobs
+        pieces_of: dict[str, tuple[int, ...]] = {}
+        for image in inventory.images:
+            own: list[int] = []
+            for chain_id in dict.fromkeys(image.chain):
+                number = layer_index.get(chain_id)
+                if number is None:
+                    number = layer_index[chain_id] = len(sizes)
+                    layer = layers.get(chain_id)
+                    sizes.append(layer.size + layer.metadata_bytes if layer else 0)
+                own.append(number)
+            for digest in dict.fromkeys(image.blobs):
+                number = blob_index.get(digest)
+                if number is None:
+                    number = blob_index[digest] = len(sizes)
+                    blob = blobs.get(digest)
+                    sizes.append(blob.size if blob else 0)
+                own.append(number)
+            # The image's own metadata is a piece nobody else refers to.
+            own.append(len(sizes))
+            sizes.append(image.metadata_bytes)
+            pieces_of[image.id] = tuple(own)
+
+        referrers = [0] * len(sizes)
+        for own_pieces in pieces_of.values():
+            for p in own_pieces:
+                referrers[p] += 1
+
         used_images = frozenset(c.image_id for c in inventory.containers)
-        used = [self._images[i] for i in used_images if i in self._images]
-        self._pinned_layers = frozenset(_chain.from_iterable(i.chain for i in used))
-        self._pinned_blobs = frozenset(_chain.from_iterable(i.blobs for i in used))
+        pinned = [False] * len(sizes)
+        for image_id in used_images:
+            for p in pieces_of.get(image_id, ()):
+                pinned[p] = True
+
+        self._sizes = sizes
+        self._pieces_of = pieces_of
+        self._referrers = referrers
+        self._pinned = pinned
         self.used_images: frozenset[str] = used_images
-        self._layer_inodes = layer_inodes
-        self._total: int | None = None
+        self._inodes: list[int] | None = None
+        self._inodes_unknown: list[bool] = []
+        if layer_inodes is not None:
+            inodes = [0] * len(sizes)
+            unknown = [False] * len(sizes)
+            for chain_id, number in layer_index.items():
+                count = layer_inodes.get(chain_id)
+                if count is None:
+                    unknown[number] = True
+                else:
+                    inodes[number] = count
+            self._inodes, self._inodes_unknown = inodes, unknown
         self._splits: dict[str, _Split] = {}
 
-    def _split(self, image: Image) -> _Split:
+    def _split(self, image_id: str) -> _Split:
         """The image's pieces, split once: the bytes and inodes of those only it refers to
-        (freed whenever it goes), and those it shares with other images, which are freed with
-        the last of them. Pinned pieces are left out: they are never freed."""
-        split = self._splits.get(image.id)
-        if split is not None:
-            return split
-        refs, pinned, layers = self._layer_refs, self._pinned_layers, self._layers
-        counts = self._layer_inodes
-        own_bytes, own_inodes = image.metadata_bytes, 0
-        shared: list[str] = []
-        for c in image.chain:
-            if c in pinned:
-                continue
-            if refs[c] == 1:
-                layer = layers.get(c)
-                if layer is not None:
-                    own_bytes += layer.size + layer.metadata_bytes
-                if counts is not None:
-                    own_inodes += counts.get(c, 0)
-            else:
-                shared.append(c)
-        shared_blobs: list[str] = []
-        for d in image.blobs:
-            if d in self._pinned_blobs:
-                continue
-            if self._blob_refs[d] == 1:
-                own_bytes += self._blob_size(d)
-            else:
-                shared_blobs.append(d)
-        split = self._splits[image.id] = _Split(own_bytes, own_inodes, tuple(shared),
-                                                tuple(shared_blobs))
+        (freed whenever it goes), and those it shares with other images, freed with the last
+        of them. Pinned pieces are left out: they are never freed."""
+        split = self._splits.get(image_id)
+        if split is None:
+            sizes, referrers, pinned, inodes = (self._sizes, self._referrers, self._pinned,
+                                                self._inodes)
+            own_bytes = own_inodes = 0
+            shared: list[int] = []
+            for p in self._pieces_of.get(image_id, ()):
+                if pinned[p]:
+                    continue
+                if referrers[p] == 1:
+                    own_bytes += sizes[p]
+                    if inodes is not None:
+                        own_inodes += inodes[p]
+                else:
+                    shared.append(p)
+            split = self._splits[image_id] = _Split(own_bytes, own_inodes, tuple(shared))
         return split
 
-    # -- sizes of single pieces --------------------------------------------------------------
-
-    def _layer_size(self, chain_id: str) -> int:
-        layer = self._layers.get(chain_id)
-        return layer.size + layer.metadata_bytes if layer is not None else 0
-
-    def _blob_size(self, digest: str) -> int:
-        blob = self._blobs.get(digest)
-        return blob.size if blob is not None else 0
-
-    def _pieces(self, image_id: str) -> list[Piece]:
-        image = self._images.get(image_id)
-        if image is None:
-            return []
-        return ([("layer", c) for c in image.chain] + [("blob", d) for d in image.blobs]
-                + [("image", image_id)])
-
-    def piece_size(self, piece: Piece) -> int:
-        kind, key = piece
-        if kind == "layer":
-            return self._layer_size(key)
-        if kind == "blob":
-            return self._blob_size(key)
-        image = self._images.get(key)
-        return image.metadata_bytes if image is not None else 0
-
-    def _refs(self, piece: Piece) -> int:
-        kind, key = piece
-        if kind == "layer":
-            return self._layer_refs[key]
-        if kind == "blob":
-            return self._blob_refs[key]
-        return 1
-
-    def _pinned(self, piece: Piece) -> bool:
-        kind, key = piece
-        if kind == "layer":
-            return key in self._pinned_layers
-        if kind == "blob":
-            return key in self._pinned_blobs
-        return key in self.used_images
-
-    # -- queries ---------------------------------------------------------------------------
-
     def image_bytes(self, image_id: str) -> ImageBytes:
-        image = self._images.get(image_id)
-        if image is None:
-            return ImageBytes(0, 0, 0)
-        layers, refs, pinned = self._layers, self._layer_refs, self._pinned_layers
-        used = image_id in self.used_images
-        size = exclusive = image.metadata_bytes
-        for c in image.chain:
-            layer = layers.get(c)
-            if layer is not None:
-                n = layer.size + layer.metadata_bytes
-                size += n
-                if refs[c] == 1 and c not in pinned:
-                    exclusive += n
-        for d in image.blobs:
-            n = self._blob_size(d)
-            size += n
-            if self._blob_refs[d] == 1 and d not in self._pinned_blobs:
-                exclusive += n
-        if used:
+        pieces = self._pieces_of.get(image_id, ())
+        sizes = self._sizes
+        size = sum(sizes[p] for p in pieces)
+        if image_id in self.used_images:
             exclusive = 0
+        else:
+            referrers, pinned = self._referrers, self._pinned
+            exclusive = sum(sizes[p] for p in pieces if referrers[p] == 1 and not pinned[p])
         return ImageBytes(size=size, exclusive=exclusive, shared=size - exclusive)
 
-    def _freed_pieces(self, image_ids: Iterable[str]) -> list[Piece]:
-        inside: Counter[Piece] = Counter()
+    def _freed_pieces(self, image_ids: Iterable[str]) -> list[int]:
+        inside: Counter[int] = Counter()
         for image_id in set(image_ids):
-            inside.update(self._pieces(image_id))
-        return [p for p, n in inside.items() if n == self._refs(p) and not self._pinned(p)]
+            inside.update(self._pieces_of.get(image_id, ()))
+        referrers, pinned = self._referrers, self._pinned
+        return [p for p, n in inside.items() if n == referrers[p] and not pinned[p]]
 
     def freed_by(self, image_ids: Iterable[str]) -> int:
         """What deleting exactly these images frees: pieces whose every referrer is in the set
         and that no container pins. Ids not in the inventory free nothing."""
-        return sum(self.piece_size(p) for p in self._freed_pieces(image_ids))
+        sizes = self._sizes
+        return sum(sizes[p] for p in self._freed_pieces(image_ids))
 
     def freed_inodes_by(self, image_ids: Iterable[str]) -> int:
         """The inodes deleting exactly these images frees, as `freed_by` counts bytes (0
         without inode counts; layers of unknown count add 0)."""
-        counts = self._layer_inodes
-        if counts is None:
+        inodes = self._inodes
+        if inodes is None:
             return 0
-        return sum(counts.get(key, 0) for kind, key in self._freed_pieces(image_ids)
-                   if kind == "layer")
+        return sum(inodes[p] for p in self._freed_pieces(image_ids))
 
     @property
     def counts_inodes(self) -> bool:
-        return self._layer_inodes is not None
+        return self._inodes is not None
 
     def uncounted_layers(self, image_ids: Iterable[str]) -> int:
         """How many layers of these images, that deleting them could free, have no inode
         count from the runtime (each counted once)."""
-        counts = self._layer_inodes
-        if counts is None:
+        unknown, pinned = self._inodes_unknown, self._pinned
+        if not unknown:
             return 0
-        pinned, images = self._pinned_layers, self._images
-        return len({c for image_id in image_ids if (image := images.get(image_id)) is not None
-                    for c in image.chain if c not in counts and c not in pinned})
+        return len({p for image_id in image_ids for p in self._pieces_of.get(image_id, ())
+                    if unknown[p] and not pinned[p]})
 
     def total_bytes(self) -> int:
         """Every stored piece that some image refers to, counted once."""
-        if self._total is None:
-            layers = self._layers
-            if self._layer_refs.keys() == layers.keys():
-                # The usual case, every stored layer referred to: summed in C.
-                layer_bytes = (sum(map(_size, layers.values()))
-                               + sum(map(_metadata_bytes, layers.values())))
-            else:
-                layer_bytes = sum(map(self._layer_size, self._layer_refs))
-            self._total = (layer_bytes + sum(map(self._blob_size, self._blob_refs))
-                           + sum(map(_metadata_bytes, self._images.values())))
-        return self._total
+        return sum(self._sizes)
 
     def unused_images(self) -> list[str]:
-        return [i for i in self._images if i not in self.used_images]
+        return [i for i in self._pieces_of if i not in self.used_images]
 
-    def shared_pieces(self, image_ids: Iterable[str]) -> set[Piece]:
-        """The pieces of these images, e.g. to test which pieces a set holds."""
-        found: set[Piece] = set()
+    def shared_pieces(self, image_ids: Iterable[str]) -> set[int]:
+        """The pieces of these images (opaque numbers), e.g. to test which pieces a set holds."""
+        found: set[int] = set()
         for image_id in image_ids:
-            found.update(self._pieces(image_id))
+            found.update(self._pieces_of.get(image_id, ()))
         return found
+
+    def piece_size(self, piece: int) -> int:
+        return self._sizes[piece]
 
     def pinned_bytes(self) -> int:
         """Bytes that containers keep alive."""
-        return (sum(map(self._layer_size, self._pinned_layers))
-                + sum(map(self._blob_size, self._pinned_blobs))
-                + sum(self._images[i].metadata_bytes for i in self.used_images
-                      if i in self._images))
+        return sum(size for size, pin in zip(self._sizes, self._pinned, strict=True) if pin)
 
     def freeing(self) -> FreeingSet:
         return FreeingSet(self)
@@ -251,8 +192,7 @@ class Accounting:
 class _Split:
     own_bytes: int
     own_inodes: int
-    shared_layers: tuple[str, ...]
-    shared_blobs: tuple[str, ...]
+    shared: tuple[int, ...]
 
 
 class FreeingSet:
@@ -263,9 +203,9 @@ class FreeingSet:
 
     def __init__(self, accounting: Accounting) -> None:
         self._acc = accounting
-        # How many of each piece's referrers are in the set.
-        self._inside_layers: dict[str, int] = {}
-        self._inside_blobs: dict[str, int] = {}
+        # How many of each shared piece's referrers are in the set, by piece number. Pieces
+        # only one image refers to need no count: they go with it.
+        self._inside: dict[int, int] = {}
         # In the order added, with what each freed when it was added; removal is O(1).
         self._chosen: dict[str, tuple[int, int]] = {}
         self.freed = 0
@@ -274,8 +214,7 @@ class FreeingSet:
 
     def copy(self) -> FreeingSet:
         other = FreeingSet(self._acc)
-        other._inside_layers = self._inside_layers.copy()
-        other._inside_blobs = self._inside_blobs.copy()
+        other._inside = self._inside.copy()
         other._chosen = self._chosen.copy()
         other.freed, other.freed_inodes, other.last_inodes = (
             self.freed, self.freed_inodes, self.last_inodes)
@@ -296,33 +235,22 @@ class FreeingSet:
         now (what taking it out loses). `apply` writes the new counts (adds or takes out).
         Only shared pieces need counting: this is the planner's innermost loop."""
         acc = self._acc
-        image = acc._images.get(image_id)
-        if image is None or image_id in acc.used_images:
+        if image_id in acc.used_images:
             return 0, 0  # a used image's pieces are all pinned
-        split = acc._split(image)
+        split = acc._split(image_id)
         freed, inodes = split.own_bytes, split.own_inodes
-        want = 1 if delta > 0 else 0
-        if split.shared_layers:
-            refs, inside, layers = acc._layer_refs, self._inside_layers, acc._layers
-            counts = acc._layer_inodes
-            for c in split.shared_layers:
-                n = inside.get(c, 0)
+        if split.shared:
+            want = 1 if delta > 0 else 0
+            inside, referrers, sizes, counts = (self._inside, acc._referrers, acc._sizes,
+                                                acc._inodes)
+            for p in split.shared:
+                n = inside.get(p, 0)
                 if apply:
-                    inside[c] = n + delta
-                if n + want == refs[c]:
-                    layer = layers.get(c)
-                    if layer is not None:
-                        freed += layer.size + layer.metadata_bytes
+                    inside[p] = n + delta
+                if n + want == referrers[p]:
+                    freed += sizes[p]
                     if counts is not None:
-                        inodes += counts.get(c, 0)
-        if split.shared_blobs:
-            brefs, binside = acc._blob_refs, self._inside_blobs
-            for d in split.shared_blobs:
-                n = binside.get(d, 0)
-                if apply:
-                    binside[d] = n + delta
-                if n + want == brefs[d]:
-                    freed += acc._blob_size(d)
+                        inodes += counts[p]
         return freed, inodes
 
     def marginal(self, image_id: str) -> int:
