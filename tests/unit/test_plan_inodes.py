@@ -179,6 +179,12 @@ def test_a_filesystem_without_inode_counts_or_unknown_is_said_not_guessed() -> N
     p = plan(fake.inventory(), usage, policy, NOW)
     assert image_actions(p) == []
     assert p.warnings and "filesystem is not known" in p.warnings[0]
+    # The byte watermarks likewise, rather than silently doing nothing.
+    p = plan(fake.inventory(), usage, Policy(images=ImagePolicy(
+        high=Size(bytes=10), low=Size(bytes=5))), NOW)
+    assert image_actions(p) == []
+    assert p.warnings == ("watermark: the engine's filesystem is not known here (a remote "
+                          "engine?); the byte watermarks are not applied",)
 
 
 def test_byte_and_inode_watermarks_are_both_met() -> None:

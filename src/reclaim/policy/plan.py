@@ -413,7 +413,10 @@ def _space_need(rules: ImagePolicy, store_bytes: int, freed: int, freed_inodes: 
             t.bytes_need, t.bytes_rule = current - limit, "quota"
         t.details.append(f"quota {human_bytes(limit)}, image store {human_bytes(current)}")
         t.configured = True
-    if rules.high is not None and rules.low is not None and fs is not None:
+    if rules.high is not None and rules.low is not None and fs is None:
+        t.warnings.append("watermark: the engine's filesystem is not known here (a remote "
+                          "engine?); the byte watermarks are not applied")
+    elif rules.high is not None and rules.low is not None and fs is not None:
         high, low = rules.high.resolve(total), rules.low.resolve(total)
         used = fs.used_bytes - freed
         if used > high:
