@@ -9,11 +9,11 @@ history, a bounded number of calls in flight at once.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import socket
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -55,10 +55,12 @@ from reclaim.runtimes.dockerdisk import (
     read_container_state,
 )
 from reclaim.runtimes.recordcache import RecordCache
-from reclaim.runtimes.unixhttp import HTTPStatusError, UnixJSONClient, _UnixConnection
+from reclaim.runtimes.unixhttp import HTTPStatusError, UnixJSONClient, unix_connection
 from reclaim.timeutil import parse_time
 
 if TYPE_CHECKING:
+    import http.client
+
     import docker
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
@@ -171,8 +173,11 @@ class DockerRuntime:
                 f"permission denied on the engine socket {self.endpoint}",
                 hint="run as root, or as a member of the group that owns the socket (docker)",
             )
-        if module.startswith(("docker", "requests", "urllib3")) or isinstance(
-            exc, OSError | http.client.HTTPException
+        # http.client is imported only by the paths that stream or change something; an
+        # exception of its can only come once it is.
+        http_client = sys.modules.get("http.client")
+        if module.startswith(("docker", "requests", "urllib3")) or isinstance(exc, OSError) or (
+            http_client is not None and isinstance(exc, http_client.HTTPException)
         ):
             if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
                 return EngineUnreachable(
@@ -435,7 +440,9 @@ class DockerRuntime:
     def _unix_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
         # A connection of its own without a timeout: an idle engine sends nothing for hours,
         # and that is not an error.
-        conn = _UnixConnection(self.endpoint.removeprefix("unix://"), None)  # type: ignore[arg-type]
+        import http.client
+
+        conn = unix_connection(self.endpoint.removeprefix("unix://"), None)
         try:
             def connect() -> http.client.HTTPResponse:
                 conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
@@ -984,11 +991,13 @@ class _UnixSender:
         """The decoded JSON answer, None when it is empty. `HTTPStatusError` for an error
         status; a transport failure is raised as it is, never retried: a removal sent twice
         would come back as 'not found' and be reported as someone else's."""
+        import http.client
+
         if params:
             url += "?" + urlencode(params)
-        conn: _UnixConnection | None = getattr(self._local, "conn", None)
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = _UnixConnection(self.socket_path, self.timeout)
+            conn = self._local.conn = unix_connection(self.socket_path, self.timeout)
         try:
             conn.request(method, url)
             response = conn.getresponse()
@@ -1034,7 +1043,9 @@ class UseWatch:
         self._lost: str | None = None
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self._conn = _UnixConnection(socket_path, None)  # type: ignore[arg-type]
+        import http.client
+
+        self._conn = unix_connection(socket_path, None)
         params = {
             "since": _event_time_param(since),
             "filters": json.dumps({"type": ["container", "image"], "event": list(_USE_EVENTS)}),
@@ -1088,6 +1099,8 @@ class UseWatch:
         self._conn.close()
 
     def _read(self, response: http.client.HTTPResponse) -> None:
+        import http.client
+
         decoder = json.JSONDecoder()
         buffer = ""
         why = "the engine's event stream ended"

@@ -10,12 +10,17 @@ TLS, SSH).
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlencode
+
+if TYPE_CHECKING:
+    import http.client
+
+# A header line or chunk-size line longer than this is not an engine's answer.
+_LINE_LIMIT = 65536
 
 
 class HTTPStatusError(Exception):
@@ -25,25 +30,62 @@ class HTTPStatusError(Exception):
         self.message = message
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+class ProtocolError(ConnectionError):
+    """The answer is not the HTTP/1.1 this client reads (an OSError, like other transport
+    failures)."""
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+
+_connection_class: Any = None  # the class below, made on first use
+
+
+def unix_connection(path: str, timeout: float | None) -> http.client.HTTPConnection:
+    """An `http.client` connection over a unix socket, for streams and requests that change
+    something. `http.client` is imported on first use: reading it (with the email parser it
+    pulls in) is a tenth of what `reclaim df` would otherwise spend starting up."""
+    global _connection_class
+    if _connection_class is None:
+        import http.client
+
+        class UnixConnection(http.client.HTTPConnection):
+            def __init__(self, path: str, timeout: float | None) -> None:
+                super().__init__("localhost", timeout=timeout)
+                self._path = path
+
+            def connect(self) -> None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.timeout)
+                try:
+                    sock.connect(self._path)
+                except BaseException:
+                    sock.close()
+                    raise
+                self.sock = sock
+
+        _connection_class = UnixConnection
+    connection: http.client.HTTPConnection = _connection_class(path, timeout)
+    return connection
+
+
+class _Socket:
+    def __init__(self, path: str, timeout: float) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
         try:
-            sock.connect(self._path)
+            self.sock.connect(path)
         except BaseException:
-            sock.close()
+            self.sock.close()
             raise
-        self.sock = sock
+        self.reader: BinaryIO = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
 
 
 class UnixJSONClient:
     """GETs JSON from `/v<api>/<path>` over a unix socket; one kept-alive connection per
-    thread, so callers may fetch in parallel."""
+    thread, so callers may fetch in parallel. The few lines of HTTP/1.1 a GET needs (status,
+    headers, a body by length or in chunks) are read here, without `http.client`."""
 
     def __init__(self, socket_path: str, api_version: str, timeout: float) -> None:
         self.socket_path = socket_path
@@ -51,40 +93,89 @@ class UnixJSONClient:
         self.timeout = timeout
         self._local = threading.local()
 
-    def _connection(self) -> _UnixConnection:
-        conn: _UnixConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = _UnixConnection(self.socket_path, self.timeout)
-        return conn
-
     def get(
         self, path: str, params: dict[str, Any] | None = None, *, api_version: str | None = None
     ) -> tuple[Any, dict[str, str]]:
-        """The decoded JSON answer and the response headers. Raises `HTTPStatusError` for an
-        error status and `OSError`/`http.client.HTTPException` for transport failures."""
+        """The decoded JSON answer and the response headers (names in lower case). Raises
+        `HTTPStatusError` for an error status and `OSError` for transport failures."""
         url = f"/v{api_version or self.api_version}{path}"
         if params:
             url += "?" + urlencode(params)
-        conn = self._connection()
+        conn: _Socket | None = getattr(self._local, "conn", None)
         try:
-            conn.request("GET", url)
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
+            if conn is None:
+                conn = self._local.conn = _Socket(self.socket_path, self.timeout)
+            conn.sock.sendall(f"GET {url} HTTP/1.1\r\nHost: docker\r\n\r\n".encode())
+            status, headers, body = _read_response(conn.reader)
+        except OSError:
+            if conn is not None:
+                conn.close()
             self._local.conn = None
             raise
-        headers = {k.lower(): v for k, v in response.getheaders()}
-        if response.status >= 400:
+        if headers.get("connection", "").lower() == "close":
+            conn.close()
+            self._local.conn = None
+        if status >= 400:
             try:
                 message = str(json.loads(body).get("message", ""))
             except (ValueError, AttributeError):
                 message = body.decode(errors="replace")[:200]
-            raise HTTPStatusError(response.status, message)
+            raise HTTPStatusError(status, message)
         return json.loads(body), headers
 
     def close(self) -> None:
-        conn: _UnixConnection | None = getattr(self._local, "conn", None)
+        conn: _Socket | None = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _read_response(reader: BinaryIO) -> tuple[int, dict[str, str], bytes]:
+    line = _line(reader)
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError(f"not an HTTP status line: {line[:80]!r}")
+    headers: dict[str, str] = {}
+    while (header := _line(reader)) not in (b"\r\n", b"\n"):
+        name, _, value = header.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks = []
+        while True:
+            size_line = _line(reader)
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise ProtocolError(f"bad chunk size line {size_line[:40]!r}") from None
+            if size == 0:
+                while _line(reader) not in (b"\r\n", b"\n"):
+                    pass  # trailers
+                break
+            chunks.append(_exactly(reader, size))
+            _line(reader)
+        body = b"".join(chunks)
+    elif "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise ProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
+        body = _exactly(reader, length)
+    else:
+        body = reader.read()
+    return int(parts[1]), headers, body
+
+
+def _line(reader: BinaryIO) -> bytes:
+    line = reader.readline(_LINE_LIMIT + 1)
+    if not line:
+        raise ConnectionResetError("the engine closed the connection mid-answer")
+    if len(line) > _LINE_LIMIT:
+        raise ProtocolError("a header line longer than 64 KiB")
+    return line
+
+
+def _exactly(reader: BinaryIO, size: int) -> bytes:
+    data = reader.read(size)
+    if len(data) != size:
+        raise ConnectionResetError("the engine closed the connection mid-answer")
+    return data
