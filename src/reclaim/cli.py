@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
-import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -478,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_crash_log() -> str:
+    import tempfile  # here, with traceback: only a crash needs them
+    import traceback
+
     fd, path = tempfile.mkstemp(prefix="reclaim-crash-", suffix=".log")
     with os.fdopen(fd, "w") as log:
         log.write(f"reclaim {__version__} {' '.join(sys.argv)}\n")

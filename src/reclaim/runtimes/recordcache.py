@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 VERSION = 1
@@ -106,6 +105,8 @@ class RecordCache:
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
+            import tempfile  # here: most runs have nothing new to write
+
             fd, tmp = tempfile.mkstemp(prefix=".records-", dir=directory)
             try:
                 with os.fdopen(fd, "w") as f:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -183,6 +182,8 @@ def _ensure_dir(directory: Path) -> None:
 def _create(path: Path) -> None:
     """Build the database aside (0600), then link it into place: a concurrent creator wins
     or loses whole, and nobody opens a file with half a schema."""
+    import tempfile  # here: only the first run creates the database
+
     fd, tmp_name = tempfile.mkstemp(prefix=".new-", suffix=".db", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
