@@ -38,7 +38,7 @@ from typing import Any
 # keep reads in flight with a cold cache while other workers compute. On the loaded bench
 # machine 2 and 4 workers could not be told apart (bench/README.md, fsck sizing).
 DEFAULT_WORKERS = 2 * (os.cpu_count() or 2)
-# Entries the caller's process sizes before starting workers: about 50 ms with a warm cache.
+# Entries the caller's process sizes before starting workers: about 0.1 s with a warm cache.
 INLINE_ENTRIES = 20_000
 # A directory with more names than this is sized in chunks that other workers can take.
 CHUNK = 2_000
