@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -250,10 +250,17 @@ class DockerRuntime:
                                                   or self.record_cache_dir is not None):
             self._records = RecordCache(self._record_cache_path(info), info.data_root)
         with ThreadPoolExecutor(max_workers=4) as side:
-            prefetch = side.submit(self._prefetch_overlay2, info)
-            containers_future = side.submit(self._container_listing, info, sizes)
             volumes_future = side.submit(self._get_json, "/volumes", "list volumes")
             system_df_future = side.submit(self._system_df, info, sizes)
+            if self.listings_from_disk:
+                # Reading records is this process's own work, bound by the interpreter: in
+                # threads it only adds switching. The engine's answers are awaited beside it.
+                prefetch: Future[dict[str, LayerInfo] | None] = _done(
+                    self._prefetch_overlay2(info))
+                containers_future = _done(self._container_listing(info, sizes))
+            else:
+                prefetch = side.submit(self._prefetch_overlay2, info)
+                containers_future = side.submit(self._container_listing, info, sizes)
             prefetched = prefetch.result() if self.listings_from_disk else None
             raw_images = self._image_listing_from_disk(info, prefetched)
             from_store = None if raw_images is not None else self._containerd_store_from_disk(info)
@@ -834,6 +841,12 @@ class DockerRuntime:
             return dict(self._get("/system/df", "build cache", {"type": "build-cache"},
                                   api_version=info.api_version)[0])
         return None
+
+
+def _done(value: T) -> Future[T]:
+    future: Future[T] = Future()
+    future.set_result(value)
+    return future
 
 
 def _event_time_param(when: datetime) -> str:
