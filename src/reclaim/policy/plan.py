@@ -147,13 +147,33 @@ def _plan(
     kept += volume_kept
 
     if policy.build_cache.enabled:
-        actions.append(Action(
-            "build-cache", "build-cache", (), inventory.build_cache.reclaimable_bytes or 0,
-            Reason("build-cache", "the engine's build-cache prune, as configured; bytes are "
-                   "the engine's own estimate"),
-        ))
+        predicted, detail = _build_cache_prediction(inventory, policy, filesystem)
+        actions.append(Action("build-cache", "build-cache", (), predicted,
+                              Reason("build-cache", detail)))
     return Plan(now, inventory.engine, policy, tuple(actions), tuple(kept), tuple(warnings),
                 filesystem)
+
+
+def _build_cache_prediction(inventory: Inventory, policy: Policy,
+                            filesystem: FilesystemUsage | None) -> tuple[int, str]:
+    """What the engine's prune should free: its reclaimable bytes, and with keep_storage no
+    more than what brings the cache down to it. The engine lists no ages, so `older_than`
+    leaves the reclaimable bytes as an upper bound; apply reports what the engine freed."""
+    cache = inventory.build_cache
+    if cache.reclaimable_bytes is None:
+        return 0, ("the engine's build-cache prune, as configured; the engine lists its build "
+                   "cache only inside /system/df on this version (reclaim --sizes), so the "
+                   "bytes are not predicted")
+    predicted = cache.reclaimable_bytes
+    detail = "the engine's build-cache prune, as configured; the engine's reclaimable bytes"
+    keep = policy.build_cache.keep_storage
+    if keep is not None and (keep.bytes is not None or filesystem is not None):
+        keep_bytes = keep.resolve(filesystem.total_bytes if filesystem else 0)
+        predicted = min(predicted, max(0, (cache.bytes or 0) - keep_bytes))
+        detail += f", down to keep_storage {human_bytes(keep_bytes)}"
+    if policy.build_cache.older_than is not None:
+        detail += "; at most: only records unused for older_than go"
+    return predicted, detail
 
 
 def _inode_watermarks(policy: Policy) -> bool:
