@@ -382,6 +382,17 @@ def targets(
 # --- main -------------------------------------------------------------------------------------
 
 
+def compile_reclaim() -> None:
+    """Byte-compile reclaim as an installation does. Where PYTHONDONTWRITEBYTECODE is set
+    (as on this machine), a module changed since its last .pyc would otherwise be compiled
+    again by every run, 30 ms for the runtime module alone, which no installed reclaim pays."""
+    import compileall
+
+    import reclaim
+
+    compileall.compile_dir(os.path.dirname(reclaim.__file__), quiet=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -399,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
 
     engines.ensure_host_packages()
+    compile_reclaim()
     reuse = args.keep is not None
     base = (args.keep.resolve() if reuse
             else Path(tempfile.mkdtemp(prefix="rb-", dir="/tmp")))

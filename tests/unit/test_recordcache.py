@@ -13,12 +13,12 @@ from reclaim.runtimes.recordcache import RecordCache
 def test_entries_survive_a_save_and_reload(tmp_path: Path) -> None:
     path = str(tmp_path / "c.json")
     cache = RecordCache(path, "/data")
-    cache.put_image("a" * 64, [["sha256:" + "1" * 64], 10, None, None])
+    cache.put_image("a" * 64, [["sha256:" + "1" * 64], 10, None, None, None])
     cache.put_layer("b" * 64, [100, 7])
     cache.put_container("c" * 64, [1, 2, 3], {"Id": "c" * 64})
     cache.save()
     again = RecordCache(path, "/data")
-    assert again.image("a" * 64) == [["sha256:" + "1" * 64], 10, None, None]
+    assert again.image("a" * 64) == [["sha256:" + "1" * 64], 10, None, None, None]
     assert again.layer("b" * 64) == [100, 7]
     assert again.container("c" * 64, [1, 2, 3]) == {"Id": "c" * 64}
     assert os.stat(path).st_mode & 0o777 == 0o600
@@ -55,7 +55,7 @@ def test_a_cache_for_another_data_root_or_version_or_unreadable_is_ignored(
     doc = json.loads(path.read_text())
     path.write_text(json.dumps({**doc, "version": 999}))
     assert RecordCache(str(path), "/data").layers == {}
-    path.write_text('{"version": 1, "data_root": "/data", "images": [], "layers": {}, '
+    path.write_text('{"version": 2, "data_root": "/data", "images": [], "layers": {}, '
                     '"containers": {}}')
     assert RecordCache(str(path), "/data").images == {}
     path.write_text("{truncated")

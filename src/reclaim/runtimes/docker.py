@@ -573,7 +573,7 @@ class DockerRuntime:
         for n, image_id in enumerate(ids):
             try:
                 config = meta.image_config(image_id)
-                chain = chain_ids(config.diff_ids)
+                chain = config.chain or chain_ids(config.diff_ids)
                 own: list[Layer] = []
                 parent: str | None = None
                 for depth, (chain_id, diff_id) in enumerate(

@@ -54,6 +54,8 @@ class ImageConfig:
     config_bytes: int
     created: str | None = None
     labels: dict[str, str] | None = None
+    # The chain ids of diff_ids (a hash per layer: kept in the record cache with the rest).
+    chain: list[str] | None = None
 
 
 class Overlay2Metadata:
@@ -84,7 +86,7 @@ class Overlay2Metadata:
             raise MetadataUnreadable(f"unexpected image id {image_id!r}")
         if self.cache is not None:
             hit = self.cache.image(hexpart)
-            if isinstance(hit, list) and len(hit) == 4:
+            if isinstance(hit, list) and len(hit) == 5:
                 return ImageConfig(*hit)
         path = self._configs + hexpart
         try:
@@ -100,10 +102,11 @@ class Overlay2Metadata:
         labels = (config.get("config") or {}).get("Labels")
         found = ImageConfig(diff_ids=diff_ids, config_bytes=len(raw),
                             created=created if isinstance(created, str) else None,
-                            labels=labels if isinstance(labels, dict) else None)
+                            labels=labels if isinstance(labels, dict) else None,
+                            chain=chain_ids(diff_ids))
         if self.cache is not None:
             self.cache.put_image(hexpart, [found.diff_ids, found.config_bytes, found.created,
-                                           found.labels])
+                                           found.labels, found.chain])
         return found
 
     def references(self) -> dict[str, list[str]]:

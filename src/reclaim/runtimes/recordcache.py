@@ -23,7 +23,7 @@ import json
 import os
 from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: image entries carry their chain ids
 
 
 class RecordCache:
