@@ -167,11 +167,13 @@ def measure_process(
     proxy: CountingProxy,
     repeat: int,
     check: Callable[[Run], None],
+    into: Measure | None = None,
 ) -> Measure:
-    """Runs `cmd` `repeat` times. A run that fails (exit status, or `check`) is recorded as a
-    failure with its reason and left out of the figures: a tool failing is a result too."""
-    m = Measure(what)
-    for n in range(repeat):
+    """Runs `cmd` `repeat` times (adding to `into` when given). A run that fails (exit status,
+    or `check`) is recorded as a failure with its reason and left out of the figures: a tool
+    failing is a result too."""
+    m = into if into is not None else Measure(what)
+    for n in range(len(m.walls) + len(m.failures), len(m.walls) + len(m.failures) + repeat):
         proxy.reset()
         run = run_process(cmd, env)
         requests = proxy.reset()
@@ -454,16 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 check_reclaim)
         first.note = "new, empty ledger; one run"
         measures.append(first)
-        say("reclaim df --json")
-        reclaim = measure_process("`reclaim df --json`", reclaim_cmd, env, proxy, args.repeat,
-                                  check_reclaim)
-        measures.append(reclaim)
-        say("docker system df -v")
-        docker_v = measure_process(
-            "`docker system df -v`", [DOCKER_CLIENT, "system", "df", "-v"], docker_env, proxy,
-            args.repeat, check_docker_verbose(len(image_ids)),
-        )
-        measures.append(docker_v)
+        # The two compared tools take turns, so that both meet the same swings of a shared
+        # machine's speed (seen here to halve and double within a minute).
+        say("reclaim df --json and docker system df -v, in turns")
+        reclaim, docker_v = Measure("`reclaim df --json`"), Measure("`docker system df -v`")
+        for _ in range(args.repeat):
+            measure_process(reclaim.what, reclaim_cmd, env, proxy, 1, check_reclaim, reclaim)
+            measure_process(docker_v.what, [DOCKER_CLIENT, "system", "df", "-v"], docker_env,
+                            proxy, 1, check_docker_verbose(len(image_ids)), docker_v)
+        measures += [reclaim, docker_v]
         say("docker system df")
         measures.append(measure_process(
             "`docker system df`", [DOCKER_CLIENT, "system", "df"], docker_env, proxy,
