@@ -464,29 +464,10 @@ class DockerRuntime:
                 return response
 
             response = self._call("events", connect)
-            decoder = json.JSONDecoder()
-            buffer = ""
-            while True:
-                try:
-                    chunk = response.read1(65536)
-                except (OSError, http.client.HTTPException):
-                    return  # a broken stream ends, as docker-py's does
-                if not chunk:
-                    return
-                buffer += chunk.decode(errors="replace")
-                # The engine writes one JSON object per line, but nothing promises that a
-                # read ends on an object's boundary: decode what is whole, keep the rest.
-                while True:
-                    buffer = buffer.lstrip()
-                    if not buffer:
-                        break
-                    try:
-                        message, end = decoder.raw_decode(buffer)
-                    except ValueError:
-                        break
-                    buffer = buffer[end:]
-                    if isinstance(message, dict):
-                        yield message
+            try:
+                yield from _json_messages(response)
+            except (OSError, http.client.HTTPException):
+                return  # a broken stream ends, as docker-py's does
         finally:
             conn.close()
 
@@ -843,6 +824,24 @@ class DockerRuntime:
         return None
 
 
+def _json_messages(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an event stream as they arrive. The engine writes one object per
+    line, but nothing promises that a read ends on an object's boundary: what is whole is
+    decoded, the rest kept for the next read. Transport errors are the caller's."""
+    decoder = json.JSONDecoder()
+    buffer = ""
+    while chunk := response.read1(65536):
+        buffer += chunk.decode(errors="replace")
+        while buffer := buffer.lstrip():
+            try:
+                message, end = decoder.raw_decode(buffer)
+            except ValueError:
+                break
+            buffer = buffer[end:]
+            if isinstance(message, dict):
+                yield message
+
+
 def _done(value: T) -> Future[T]:
     future: Future[T] = Future()
     future.set_result(value)
@@ -1114,24 +1113,10 @@ class UseWatch:
     def _read(self, response: http.client.HTTPResponse) -> None:
         import http.client
 
-        decoder = json.JSONDecoder()
-        buffer = ""
         why = "the engine's event stream ended"
         try:
-            while True:
-                chunk = response.read1(65536)
-                if not chunk:
-                    break
-                buffer += chunk.decode(errors="replace")
-                while True:
-                    buffer = buffer.lstrip()
-                    try:
-                        message, end = decoder.raw_decode(buffer)
-                    except ValueError:
-                        break
-                    buffer = buffer[end:]
-                    if isinstance(message, dict):
-                        self._take(message)
+            for message in _json_messages(response):
+                self._take(message)
         except (OSError, http.client.HTTPException, ReclaimError) as exc:
             why = f"the engine's event stream broke ({exc})"
         finally:
