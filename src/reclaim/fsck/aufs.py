@@ -24,7 +24,7 @@ import os
 import stat
 
 from reclaim.fsck.errors import FsckRefused, Unreadable
-from reclaim.fsck.finding import Finding
+from reclaim.fsck.finding import Finding, still_in_flight
 from reclaim.fsck.graph import Graph, finish, is_real_dir, list_dir, plain, read_common, read_small
 from reclaim.fsck.mounts import Mount
 
@@ -178,15 +178,10 @@ def classify(g: Graph, layers: dict[str, tuple[str, ...]], *, engine_running: bo
             findings.append(Finding(rel, "unknown", [*evidence[:1], f"aufs/mnt/{name} is a "
                                     "mount point"]))
             continue
-        changed = newest(root, name)
-        if engine_running and newest_write_set and newest_write_set >= changed - 2:
-            findings.append(Finding(rel, "in-flight", [*evidence, "a layer registration "
-                                    "(layerdb/tmp/write-set-*) is as new as it"]))
-            continue
-        if engine_running and now - changed < min_age:
-            findings.append(Finding(rel, "in-flight", [
-                *evidence, f"changed {int(now - changed)}s ago, under the {int(min_age)}s "
-                "threshold while the engine runs"]))
+        why = still_in_flight(newest(root, name), now=now, engine_running=engine_running,
+                              newest_write_set=newest_write_set, min_age=min_age)
+        if why:
+            findings.append(Finding(rel, "in-flight", [*evidence, why]))
             continue
         sig = signature(root, name)
         findings.append(Finding(rel, "orphan-layer", evidence, action="quarantine"))

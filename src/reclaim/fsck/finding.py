@@ -31,3 +31,18 @@ class Finding:
         return {"path": self.path, "class": self.cls, "bytes": self.bytes,
                 "apparent_bytes": self.apparent_bytes, "evidence": list(self.evidence),
                 "action": self.action}
+
+
+def still_in_flight(changed: float, *, now: float, engine_running: bool,
+                    newest_write_set: float | None, min_age: float) -> str | None:
+    """Why a layer directory that nothing references may still be the engine's work in
+    progress (the evidence line), or None. Only while the engine runs: a layer registration
+    as new as the directory, or a change younger than the age threshold."""
+    if not engine_running:
+        return None
+    if newest_write_set and newest_write_set >= changed - 2:
+        return "a layer registration (layerdb/tmp/write-set-*) is as new as it"
+    if now - changed < min_age:
+        return (f"changed {int(now - changed)}s ago, under the {int(min_age)}s threshold "
+                "while the engine runs")
+    return None

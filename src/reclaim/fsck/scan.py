@@ -35,7 +35,7 @@ from reclaim.fsck import legacyvolumes as legacymod
 from reclaim.fsck import mounts as mountsmod
 from reclaim.fsck import version as versionmod
 from reclaim.fsck.errors import FsckRefused, Unreadable
-from reclaim.fsck.finding import ACTIONABLE, Finding
+from reclaim.fsck.finding import ACTIONABLE, Finding, still_in_flight
 from reclaim.fsck.graph import Graph, is_real_dir, list_dir, read_small
 from reclaim.fsck.sizing import size_paths
 
@@ -346,15 +346,10 @@ def _overlay2_layers(g: Graph, *, engine_running: bool, min_age: float, now: flo
             findings.append(Finding(rel, "in-flight", [*evidence, "no link file: a create "
                                     "interrupted or in progress, not proof alone"]))
             continue
-        newest = _newest(path)
-        if engine_running and newest_write_set and newest_write_set >= newest - 2:
-            findings.append(Finding(rel, "in-flight", [*evidence, "a layer registration "
-                                    "(layerdb/tmp/write-set-*) is as new as it"]))
-            continue
-        if engine_running and now - newest < min_age:
-            findings.append(Finding(rel, "in-flight", [
-                *evidence, f"changed {int(now - newest)}s ago, under the {int(min_age)}s "
-                "threshold while the engine runs"]))
+        why = still_in_flight(_newest(path), now=now, engine_running=engine_running,
+                              newest_write_set=newest_write_set, min_age=min_age)
+        if why:
+            findings.append(Finding(rel, "in-flight", [*evidence, why]))
             continue
         safe_link = bool(link) and link not in (".", "..") and "/" not in link \
             and g.links.get(link) == name
