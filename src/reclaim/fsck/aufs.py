@@ -25,7 +25,16 @@ import stat
 
 from reclaim.fsck.errors import FsckRefused, Unreadable
 from reclaim.fsck.finding import Finding, still_in_flight
-from reclaim.fsck.graph import Graph, finish, is_real_dir, list_dir, plain, read_common, read_small
+from reclaim.fsck.graph import (
+    Graph,
+    finish,
+    is_real_dir,
+    keep_stacked,
+    list_dir,
+    plain,
+    read_common,
+    read_small,
+)
 from reclaim.fsck.mounts import Mount
 
 DRIVER = "aufs"
@@ -73,19 +82,9 @@ def apply_mounts(g: Graph, mounts: list[Mount]) -> None:
 
 
 def keep_ancestors(g: Graph, layers: dict[str, tuple[str, ...]]) -> None:
-    """A kept layer's ancestors (its layers file) are kept too, whatever their own metadata says:
-    a chain entry lost in the middle must not orphan a parent the child still stacks on."""
-    pending = list(g.layer_refs)
-    done: set[str] = set()
-    while pending:
-        name = pending.pop()
-        if name in done:
-            continue
-        done.add(name)
-        for parent in layers.get(name, ()):
-            if parent not in g.layer_refs:
-                g.keep(parent, f"ancestor of aufs/diff/{name[:12]}")
-            pending.append(parent)
+    """aufs: a layer's layers file names its ancestors."""
+    keep_stacked(g, lambda name: layers.get(name, ()),
+                 lambda name: f"ancestor of aufs/diff/{name[:12]}")
 
 
 def build(root: str, mounts: list[Mount]) -> tuple[Graph, dict[str, tuple[str, ...]]]:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -396,9 +397,11 @@ def _apply_mounts(g: Graph, mounts: list[Mount]) -> None:
                         g.keep(name, f"mounted at {mount.mount_point}")
 
 
-def _keep_lowers(g: Graph) -> None:
-    """A kept layer's `lower` file names the layers it stacks on: those are kept too, whatever
-    their own metadata says (a chain entry lost in the middle must not orphan a parent)."""
+def keep_stacked(g: Graph, parents_of: Callable[[str], Iterable[str]],
+                 why: Callable[[str], str]) -> None:
+    """A kept layer's parents (what it stacks on, as the layout records it) are kept too,
+    whatever their own metadata says: a chain entry lost in the middle must not orphan a
+    parent that a child still stacks on."""
     pending = list(g.layer_refs)
     done: set[str] = set()
     while pending:
@@ -406,16 +409,24 @@ def _keep_lowers(g: Graph) -> None:
         if name in done:
             continue
         done.add(name)
+        for parent in parents_of(name):
+            if parent not in g.layer_refs:
+                g.keep(parent, why(name))
+            pending.append(parent)
+
+
+def _keep_lowers(g: Graph) -> None:
+    """overlay2: a layer's `lower` file names the layers it stacks on, by their `l/` links."""
+    def lowers(name: str) -> list[str]:
         path = os.path.join(g.layers_dir, name)
         if not is_real_dir(path):
-            continue
+            return []
         lower = read_small(os.path.join(path, "lower"), f"{g.driver}/{name}", missing_ok=True)
-        for item in (lower or "").strip().split(":"):
-            short = item[2:] if item.startswith("l/") else ""
-            target = g.links.get(short)
-            if target and target not in g.layer_refs:
-                g.keep(target, f"lower layer of {g.driver}/{name[:12]}")
-                pending.append(target)
+        targets = (g.links.get(item[2:]) for item in (lower or "").strip().split(":")
+                   if item.startswith("l/"))
+        return [t for t in targets if t]
+
+    keep_stacked(g, lowers, lambda name: f"lower layer of {g.driver}/{name[:12]}")
 
 
 def _live_chains(g: Graph) -> None:
