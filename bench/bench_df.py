@@ -346,7 +346,7 @@ def table(measures: Sequence[Measure], reference: Measure | None) -> str:
 
 
 def targets(
-    reclaim: Measure, docker_v: Measure, overlay2: bool, first: Measure
+    reclaim: Measure, docker_v: Measure, first: Measure
 ) -> list[Check]:
     """The targets apply to the steady state (the runs after the first, which made the
     ledger); a failure of the first run still fails the correctness check."""
@@ -489,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             measures.append(inspect_per_image(sorted(image_ids), docker_env, proxy))
 
         load_after = os.getloadavg()
-        checks = targets(reclaim, docker_v, overlay2, first)
+        checks = targets(reclaim, docker_v, first)
         print(f"## `reclaim df` on {args.kind} (engine {truth.engine.version}, image store "
               f"{truth.engine.image_store}): {len(image_ids)} images, "
               f"{len(container_ids)} containers\n")
