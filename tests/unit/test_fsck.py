@@ -68,9 +68,9 @@ def age(root: Path, when: float = OLD) -> None:
             os.utime(os.path.join(dirpath, name), (when, when), follow_symlinks=False)
 
 
-def make_tree(tmp_path: Path) -> Tree:
-    root = tmp_path / "docker"
-    img = root / "image" / "overlay2"
+def write_image_store(img: Path) -> tuple[str, list[str], list[str]]:
+    """`image/<driver>/` with one tagged image of two layers: (image id hex, chain ids,
+    cache ids). The same for every driver's layout."""
     diff_ids = ["sha256:" + _sha("d1"), "sha256:" + _sha("d2")]
     c1 = diff_ids[0][7:]
     c2 = _sha(f"sha256:{c1} {diff_ids[1]}")
@@ -89,6 +89,14 @@ def make_tree(tmp_path: Path) -> Tree:
     (img / "imagedb" / "content" / "sha256" / image).write_bytes(config)
     (img / "repositories.json").write_text(json.dumps(
         {"Repositories": {"a": {"a:1": "sha256:" + image}}}))
+    return image, [c1, c2], layers
+
+
+def make_tree(tmp_path: Path) -> Tree:
+    root = tmp_path / "docker"
+    img = root / "image" / "overlay2"
+    image, chains, layers = write_image_store(img)
+    c1, c2 = chains
     tree = Tree(root, image, [c1, c2], layers, _sha("container"), _sha("mount"))
     (tree.overlay / "l").mkdir(parents=True)
     tree.layer(layers[0], "AAAAAAAAAAAAAAAAAAAAAAAAA1")

@@ -18,7 +18,7 @@ from reclaim.cli import main
 from reclaim.fsck import aufs, graph, run, scan, version
 from reclaim.fsck.errors import FsckRefused, Unreadable, UnsafeName
 from reclaim.fsck.mounts import Mount, parse_mountinfo, with_aufs_branches
-from tests.unit.test_fsck import age, listing, make_tree, write_volume_db
+from tests.unit.test_fsck import age, listing, make_tree, write_image_store, write_volume_db
 
 V20 = "Docker version 20.10.24+dfsg1, build 5d6db84"
 
@@ -103,24 +103,8 @@ class Aufs:
 def make_aufs(tmp_path: Path) -> Aufs:
     root = tmp_path / "docker"
     img = root / "image" / "aufs"
-    diff_ids = ["sha256:" + _sha("d1"), "sha256:" + _sha("d2")]
-    c1 = diff_ids[0][7:]
-    c2 = _sha(f"sha256:{c1} {diff_ids[1]}")
-    layers = [_sha("cache1"), _sha("cache2")]
-    for chain, cache, parent in ((c1, layers[0], None), (c2, layers[1], c1)):
-        d = img / "layerdb" / "sha256" / chain
-        d.mkdir(parents=True)
-        (d / "cache-id").write_text(cache)
-        (d / "diff").write_text("sha256:" + chain)
-        if parent:
-            (d / "parent").write_text("sha256:" + parent)
-    (img / "layerdb" / "tmp").mkdir()
-    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    image = hashlib.sha256(config).hexdigest()
-    (img / "imagedb" / "content" / "sha256").mkdir(parents=True)
-    (img / "imagedb" / "content" / "sha256" / image).write_bytes(config)
-    (img / "repositories.json").write_text(json.dumps(
-        {"Repositories": {"a": {"a:1": "sha256:" + image}}}))
+    image, chains, layers = write_image_store(img)
+    c1, c2 = chains
     t = Aufs(root, image, [c1, c2], layers, _sha("container"), _sha("mount"))
     for sub in ("diff", "layers", "mnt"):
         (t.aufs / sub).mkdir(parents=True)
