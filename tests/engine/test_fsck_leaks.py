@@ -38,11 +38,11 @@ from reclaim.fsck import run
 from reclaim.fsck.errors import FsckRefused
 from reclaim.fsck.scan import Finding
 from reclaim.sandbox import engines
-from reclaim.sandbox.engines import SandboxEngine
 from reclaim.state.quarantine import open_ledger
 from reclaim.state.store import default_state_dir
 from tests.conftest import KINDS
-from tests.engine.test_sandbox import IMAGE, client_for, import_busybox, needs_root_and_docker
+from tests.engine.test_fsck import Box
+from tests.engine.test_sandbox import IMAGE, import_busybox, needs_root_and_docker
 from tests.rootfs import busybox_rootfs_tar
 
 pytestmark = [needs_root_and_docker, pytest.mark.engine]
@@ -54,26 +54,14 @@ CHUNK_MIB = 16
 POLL = 0.02
 
 
-class Leak:
+class Leak(Box):
     """A private engine with a keeper: a running container (restart policy `always`, so it
     comes back after every restart and kill) that holds the busybox image through any prune,
     so that the data root never ends up with no references at all (fsck refuses that)."""
 
-    def __init__(self, base: Path, kind: str) -> None:
-        self.base = base
-        self.kind = kind
-        self.engine: SandboxEngine = engines.start(kind, base)
-
-    @property
-    def root(self) -> Path:
-        return self.engine.data_root
-
     @property
     def qroot(self) -> Path:
         return Path(q.quarantine_root(str(self.root)))
-
-    def client(self) -> Any:
-        return client_for(self.engine)
 
     def docker(self, *args: str, check: bool = True) -> str:
         done = subprocess.run([DOCKER, "-H", self.engine.url, *args], capture_output=True,
@@ -83,12 +71,6 @@ class Leak:
         if check and done.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
-
-    def stop(self) -> None:
-        engines.stop(self.engine)
-
-    def start(self) -> None:
-        self.engine = engines.start(self.kind, self.base)
 
     def layer_dirs(self) -> set[str]:
         return set(os.listdir(self.root / "overlay2")) - {"l"}
