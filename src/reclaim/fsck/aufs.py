@@ -24,7 +24,7 @@ import os
 import stat
 
 from reclaim.fsck.errors import FsckRefused, Unreadable
-from reclaim.fsck.finding import Finding, still_in_flight
+from reclaim.fsck.finding import Finding, not_a_directory, still_in_flight
 from reclaim.fsck.graph import (
     Graph,
     finish,
@@ -151,9 +151,7 @@ def classify(g: Graph, layers: dict[str, tuple[str, ...]], *, engine_running: bo
         if st is None:
             continue  # removed since the listing: nothing left to judge
         if not stat.S_ISDIR(st.st_mode):
-            findings.append(Finding(rel, "unknown", [
-                "not a directory" + (" (a symlink: never followed)" if stat.S_ISLNK(st.st_mode)
-                                     else "")]))
+            findings.append(not_a_directory(rel, st.st_mode))
             continue
         if name.endswith(_REMOVING):
             findings.append(Finding(rel, "pending-removal", ["Docker's own removal in progress"]))

@@ -6,6 +6,7 @@ build findings without importing the scan that calls them.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,3 +47,10 @@ def still_in_flight(changed: float, *, now: float, engine_running: bool,
         return (f"changed {int(now - changed)}s ago, under the {int(min_age)}s threshold "
                 "while the engine runs")
     return None
+
+
+def not_a_directory(rel: str, mode: int) -> Finding:
+    """Where a layer or volume directory is expected and something else stands: never acted
+    on, and a symlink never followed."""
+    symlink = " (a symlink: never followed)" if stat.S_ISLNK(mode) else ""
+    return Finding(rel, "unknown", ["not a directory" + symlink])

@@ -24,7 +24,7 @@ import stat
 from dataclasses import dataclass
 
 from reclaim.fsck.errors import Unreadable
-from reclaim.fsck.finding import Finding
+from reclaim.fsck.finding import Finding, not_a_directory
 from reclaim.fsck.graph import Graph, is_real_dir, list_dir, plain, read_small
 
 _VOLUME_FILES = frozenset({"metadata.db", "backingFsBlockDev"})
@@ -152,9 +152,7 @@ def classify(g: Graph, records: dict[str, Record], refs: dict[str, str], *, engi
         except FileNotFoundError:
             continue  # removed since the listing: nothing left to judge
         if not stat.S_ISDIR(st.st_mode):
-            findings.append(Finding(rel, "unknown", [
-                "not a directory" + (" (a symlink: never followed)" if stat.S_ISLNK(st.st_mode)
-                                     else "")]))
+            findings.append(not_a_directory(rel, st.st_mode))
             continue
         plain(name, "vfs/dir entry")
         if name in refs:

@@ -35,7 +35,7 @@ from reclaim.fsck import legacyvolumes as legacymod
 from reclaim.fsck import mounts as mountsmod
 from reclaim.fsck import version as versionmod
 from reclaim.fsck.errors import FsckRefused, Unreadable
-from reclaim.fsck.finding import ACTIONABLE, Finding, still_in_flight
+from reclaim.fsck.finding import ACTIONABLE, Finding, not_a_directory, still_in_flight
 from reclaim.fsck.graph import Graph, is_real_dir, list_dir, read_small
 from reclaim.fsck.sizing import size_paths
 
@@ -328,9 +328,7 @@ def _overlay2_layers(g: Graph, *, engine_running: bool, min_age: float, now: flo
         except FileNotFoundError:
             continue  # removed since the listing (Docker deleting a layer): nothing to judge
         if not stat.S_ISDIR(st.st_mode):
-            findings.append(Finding(rel, "unknown", [
-                "not a directory" + (" (a symlink: never followed)" if stat.S_ISLNK(st.st_mode)
-                                     else "")]))
+            findings.append(not_a_directory(rel, st.st_mode))
             continue
         if name in g.layer_refs:
             continue
