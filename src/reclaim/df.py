@@ -49,16 +49,9 @@ class DfReport:
     engine_size_sum: int
 
     def to_json(self) -> dict[str, Any]:
-        engine = self.inventory.engine
         return {
             "schema": DF_SCHEMA,
-            "engine": {
-                "runtime": engine.runtime,
-                "endpoint": engine.endpoint,
-                "version": engine.version,
-                "data_root": engine.data_root,
-                "storage_driver": engine.storage_driver,
-            },
+            "engine": self.inventory.engine.to_json(),
             "images": [_image_json(row) for row in self.images],
             "containers": [_container_json(c) for c in self.inventory.containers],
             "volumes": [_volume_json(v) for v in self.inventory.volumes],

@@ -145,6 +145,11 @@ class EngineInfo:
     image_store: str
     engine_id: str = ""
 
+    def to_json(self) -> dict[str, str | None]:
+        """The `engine` object of the JSON contract (df, plan)."""
+        return {"runtime": self.runtime, "endpoint": self.endpoint, "version": self.version,
+                "data_root": self.data_root, "storage_driver": self.storage_driver}
+
 
 @dataclass(frozen=True)
 class Inventory:

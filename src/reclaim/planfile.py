@@ -25,14 +25,7 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
     return {
         "schema": PLAN_SCHEMA,
         "created_at": format_time(p.created_at),
-        "engine": {
-            "runtime": engine.runtime,
-            "endpoint": engine.endpoint,
-            "version": engine.version,
-            "data_root": engine.data_root,
-            "storage_driver": engine.storage_driver,
-            "id": engine.engine_id,
-        },
+        "engine": {**engine.to_json(), "id": engine.engine_id},
         "policy": p.policy.describe(),
         "actions": [
             {
