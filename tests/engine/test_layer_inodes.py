@@ -9,7 +9,7 @@ import pytest
 
 from reclaim.fsck import bbolt
 from reclaim.runtimes.docker import DockerRuntime
-from reclaim.runtimes.layerinodes import uvarint
+from reclaim.runtimes.snapshotter import uvarint
 from tests.conftest import Seeded
 
 pytestmark = pytest.mark.engine

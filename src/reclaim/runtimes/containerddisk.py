@@ -26,19 +26,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reclaim.fsck import bbolt
+from reclaim.runtimes import snapshotter
 from reclaim.runtimes.dockerdisk import ContentStore, MetadataUnreadable, chain_ids
-from reclaim.runtimes.layerinodes import uvarint, varint
 
 _DAEMON = ("containerd", "daemon")
 _METADATA = (*_DAEMON, "io.containerd.metadata.v1.bolt", "meta.db")
-_SNAPSHOTS = (*_DAEMON, "io.containerd.snapshotter.v1.overlayfs", "metadata.db")
 _CONTENT = (*_DAEMON, "io.containerd.content.v1.content")
 _MANIFESTS = frozenset({
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
 })
 _DANGLING = "moby-dangling@"
-_COMMITTED = 3
 _GO_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
 
@@ -65,7 +63,6 @@ class Store:
 def read_store(data_root: str) -> Store | None:
     try:
         meta = bbolt.read(os.path.join(data_root, *_METADATA))
-        snapshotter = bbolt.read(os.path.join(data_root, *_SNAPSHOTS))
         content = ContentStore(os.path.join(data_root, *_CONTENT))
     except (OSError, bbolt.BoltError, MetadataUnreadable):
         return None
@@ -75,7 +72,10 @@ def read_store(data_root: str) -> Store | None:
     if len(with_images) != 1:
         return None  # none, or several (a Kubernetes node's k8s.io beside moby): ask
     namespace, ns = with_images[0]
-    sizes = _snapshot_sizes(snapshotter, namespace.decode("utf-8", "replace"))
+    usage = snapshotter.committed(data_root, namespace.decode("utf-8", "replace"))
+    if usage is None:
+        return None
+    sizes = {name: u.size for name, u in usage.items() if u.size is not None and u.size >= 0}
 
     by_target: dict[str, list[tuple[str, datetime | None]]] = {}
     records = ns.buckets[b"images"].buckets
@@ -142,22 +142,6 @@ def _image(content: ContentStore, sizes: dict[str, int], image_id: str,
         blobs=blobs,
         tagged_at=max(stamps) if stamps else None,
     )
-
-
-def _snapshot_sizes(db: bbolt.BoltFile, namespace: str) -> dict[str, int]:
-    """Chain id -> the committed snapshot's measured bytes, for the engine's namespace."""
-    snapshots = db.root.buckets.get(b"v1", bbolt.Bucket()).buckets.get(b"snapshots")
-    sizes: dict[str, int] = {}
-    for key, bucket in (snapshots.buckets if snapshots else {}).items():
-        parts = key.decode("utf-8", "replace").split("/", 2)
-        if len(parts) != 3 or parts[0] != namespace:
-            continue
-        if uvarint(bucket.items.get(b"kind", b"")) != _COMMITTED:
-            continue
-        size = varint(bucket.items.get(b"size", b"\x00"))
-        if size is not None and size >= 0:
-            sizes[parts[2]] = size
-    return sizes
 
 
 def _familiar(name: str) -> str:

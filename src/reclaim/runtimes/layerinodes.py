@@ -21,7 +21,7 @@ import gzip
 import os
 from collections.abc import Collection
 
-from reclaim.fsck import bbolt
+from reclaim.runtimes import snapshotter
 from reclaim.runtimes.dockerdisk import digest_hex
 
 # layerdb: the entry directory, cache-id, diff, size, tar-split.json.gz; overlay2: the layer
@@ -34,9 +34,6 @@ OVERLAY2_UPPER_BOOKKEEPING = OVERLAY2_BASE_BOOKKEEPING + 3
 SNAPSHOT_BOOKKEEPING = 2
 
 _ENTRY = b'"type":1,'
-_SNAPSHOTTER_DB = ("containerd", "daemon", "io.containerd.snapshotter.v1.overlayfs",
-                   "metadata.db")
-_COMMITTED = 3  # containerd's snapshot kind for a committed (read-only) snapshot
 
 
 def overlay2_layer_inodes(data_root: str, chain_ids: Collection[str]) -> dict[str, int]:
@@ -65,39 +62,7 @@ def overlay2_layer_inodes(data_root: str, chain_ids: Collection[str]) -> dict[st
 
 
 def containerd_layer_inodes(data_root: str, chain_ids: Collection[str]) -> dict[str, int]:
-    try:
-        db = bbolt.read(os.path.join(data_root, *_SNAPSHOTTER_DB))
-    except (OSError, bbolt.BoltError):
-        return {}
-    snapshots = db.root.buckets.get(b"v1", bbolt.Bucket()).buckets.get(b"snapshots")
-    if snapshots is None:
-        return {}
     wanted = set(chain_ids)
-    counts: dict[str, int] = {}
-    for key, bucket in snapshots.buckets.items():
-        # Keys are "<namespace>/<sequence>/<name>"; committed image layers are named by chain id.
-        name = key.decode("utf-8", "replace").split("/", 2)[-1]
-        if name not in wanted or uvarint(bucket.items.get(b"kind", b"")) != _COMMITTED:
-            continue
-        inodes = varint(bucket.items.get(b"inodes", b""))
-        if inodes is not None and inodes > 0:
-            counts[name] = inodes + SNAPSHOT_BOOKKEEPING
-    return counts
-
-
-def uvarint(raw: bytes) -> int | None:
-    value = shift = 0
-    for byte in raw:
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value
-        shift += 7
-    return None
-
-
-def varint(raw: bytes) -> int | None:
-    """Go's `binary.PutVarint`: zigzag-encoded signed integers."""
-    unsigned = uvarint(raw)
-    if unsigned is None:
-        return None
-    return (unsigned >> 1) ^ -(unsigned & 1)
+    usage = snapshotter.committed(data_root) or {}
+    return {name: u.inodes + SNAPSHOT_BOOKKEEPING for name, u in usage.items()
+            if name in wanted and u.inodes is not None and u.inodes > 0}
