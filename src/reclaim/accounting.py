@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from reclaim.model import Inventory
 
 
-@dataclass(frozen=True)
-class ImageBytes:
+class ImageBytes(NamedTuple):
     size: int  # every piece of the image once
     exclusive: int  # pieces no other image and no container needs
     shared: int  # size - exclusive
@@ -188,8 +187,7 @@ class Accounting:
         return FreeingSet(self)
 
 
-@dataclass(frozen=True)
-class _Split:
+class _Split(NamedTuple):
     own_bytes: int
     own_inodes: int
     shared: tuple[int, ...]

@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -44,8 +43,7 @@ if TYPE_CHECKING:
 RUNTIMES = ("docker", "podman", "containerd")
 
 
-@dataclass
-class Globals:
+class Globals(NamedTuple):
     engine: str | None
     runtime: str
     state_dir: str | None

@@ -6,9 +6,8 @@ The report is one object; the human table and the JSON both come from it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from reclaim.accounting import Accounting
 from reclaim.lastuse import Usage
@@ -18,8 +17,8 @@ from reclaim.timeutil import format_time
 DF_SCHEMA = "reclaim.df/v1"
 
 
-@dataclass(frozen=True)
-class ImageRow:
+# NamedTuples, not data classes, as the model is (see reclaim.model): one per image.
+class ImageRow(NamedTuple):
     image: Image
     size: int
     exclusive: int
@@ -28,16 +27,15 @@ class ImageRow:
     usage: Usage | None
 
 
-@dataclass(frozen=True)
-class Total:
-    count: int
+class Total(NamedTuple):
+    # Shadows tuple.count on purpose: the fields are the df JSON totals' keys, by name.
+    count: int  # type: ignore[assignment]
     bytes: int | None
     reclaimable_bytes: int | None
     active: int | None = None
 
 
-@dataclass(frozen=True)
-class DfReport:
+class DfReport(NamedTuple):
     inventory: Inventory
     now: datetime
     images: tuple[ImageRow, ...]

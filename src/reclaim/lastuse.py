@@ -8,14 +8,14 @@ when it arrived here. The build time (`Created`) is never evidence of use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from reclaim.model import ContainerState, Inventory
 
 
-@dataclass(frozen=True)
-class LastUse:
+# NamedTuples, not data classes, as the model is (see reclaim.model): one per image.
+class LastUse(NamedTuple):
     when: datetime
     source: str  # "event", "container", "tag-time", "first-seen"
     detail: str  # e.g. the container's name
@@ -30,8 +30,7 @@ def container_time(state: ContainerState, created: datetime | None, started: dat
     return max(times) if times else None
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """What is known of one image's use: the usage ledger's record of it."""
 
     image_id: str

@@ -1,14 +1,26 @@
 """The runtime-neutral model: what every adapter turns its engine's answers into.
 
 Everything here is a frozen value. Bytes are integers; times are aware UTC datetimes or None.
+
+The value types are `typing.NamedTuple`s, not frozen data classes: `df` builds thousands of
+them per run on a big host, and it pays at import too. A frozen data class costs about 5M CPU
+instructions (~1 ms) to define (its methods are exec()-compiled per class) and its __init__ is
+~3.5x slower: 10 frozen data classes measured 57M instructions to import against 13M for 10
+NamedTuples, and 0.9 us against 0.25 us to construct. Being tuples, they compare equal to any
+tuple of the same values; they are never mixed with other tuples. Mappings default to the
+shared, read-only `EMPTY_MAP`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
+from typing import NamedTuple
+
+# The default of every Mapping field: one empty mapping, shared and read-only.
+EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 
 
 class ContainerState(StrEnum):
@@ -33,8 +45,7 @@ class ContainerState(StrEnum):
         return self in (ContainerState.EXITED, ContainerState.DEAD, ContainerState.CREATED)
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One unpacked layer on disk, identified by its chain id.
 
     `size` is the bytes the layer occupies on disk (the engine's own figure for it).
@@ -55,8 +66,7 @@ class Layer:
         return self.size + self.metadata_bytes
 
 
-@dataclass(frozen=True)
-class Blob:
+class Blob(NamedTuple):
     """A content-store blob (containerd image store): a compressed or uncompressed layer
     archive, a config or a manifest, kept beside the unpacked layer."""
 
@@ -64,8 +74,7 @@ class Blob:
     size: int
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(NamedTuple):
     id: str
     tags: tuple[str, ...]
     digests: tuple[str, ...]
@@ -74,7 +83,7 @@ class Image:
     chain: tuple[str, ...]
     # Content-store blobs the image needs (empty on stores that keep no blobs, e.g. overlay2).
     blobs: tuple[str, ...] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = EMPTY_MAP
     # The engine's own Size figure: shared layers counted once per image. Shown, never summed.
     engine_size: int = 0
     # Bytes of per-image metadata the store keeps (image config etc.), freed with the image.
@@ -87,16 +96,14 @@ class Image:
         return not self.tags
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     type: str  # "volume", "bind", "tmpfs", ...
     name: str | None  # volume name for type "volume"
     source: str
     destination: str
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(NamedTuple):
     id: str
     name: str
     image_id: str
@@ -106,11 +113,10 @@ class Container:
     finished: datetime | None = None
     rw_bytes: int | None = None
     mounts: tuple[Mount, ...] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = EMPTY_MAP
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(NamedTuple):
     name: str
     driver: str
     labels: Mapping[str, str]
@@ -118,7 +124,7 @@ class Volume:
     mountpoint: str
     bytes: int | None
     used_by: tuple[str, ...]  # container ids
-    options: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = EMPTY_MAP
     created: datetime | None = None
 
     @property
@@ -126,15 +132,14 @@ class Volume:
         return not self.used_by
 
 
-@dataclass(frozen=True)
-class BuildCache:
-    count: int | None
+class BuildCache(NamedTuple):
+    # Shadows tuple.count on purpose: the adapters fill it in by this name (df's JSON "count").
+    count: int | None  # type: ignore[assignment]
     bytes: int | None
     reclaimable_bytes: int | None
 
 
-@dataclass(frozen=True)
-class EngineInfo:
+class EngineInfo(NamedTuple):
     runtime: str  # "docker", "podman", "containerd"
     endpoint: str
     version: str
@@ -151,21 +156,20 @@ class EngineInfo:
                 "data_root": self.data_root, "storage_driver": self.storage_driver}
 
 
-@dataclass(frozen=True)
-class Inventory:
+class Inventory(NamedTuple):
     engine: EngineInfo
     images: tuple[Image, ...]
     layers: Mapping[str, Layer]  # by chain id
     containers: tuple[Container, ...]
     volumes: tuple[Volume, ...]
-    blobs: Mapping[str, Blob] = field(default_factory=dict)  # by digest
+    # By digest. Empty and read-only by default, as EMPTY_MAP (which holds str values).
+    blobs: Mapping[str, Blob] = MappingProxyType({})
     build_cache: BuildCache = BuildCache(None, None, None)
     # How the layer figures were obtained ("disk", "api"), for the record.
     layer_source: str = "api"
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """One engine event that matters for usage."""
 
     time: datetime

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from reclaim.errors import UsageError
 
@@ -13,8 +13,7 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
 
-@dataclass(frozen=True)
-class Size:
+class Size(NamedTuple):
     """A size in bytes, or a percentage of the filesystem that holds the engine's data."""
 
     bytes: int | None = None

@@ -8,7 +8,6 @@ already removed are put back."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,7 +54,7 @@ class TaggingFake(FakeRuntime):
 
     def tag_image(self, image_id: str, ref: str) -> None:
         image = self.images[image_id]
-        self.images[image_id] = replace(image, tags=(*image.tags, ref))
+        self.images[image_id] = image._replace(tags=(*image.tags, ref))
         self._tag_owner[ref] = image_id
 
     def create_late(self) -> None:

@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -281,7 +280,7 @@ class LateImage(FakeRuntime):
 
     def inventory(self, *, sizes: bool = False, progress: Progress = no_progress) -> Inventory:
         inventory = super().inventory(sizes=sizes, progress=progress)
-        return replace(inventory, images=tuple(i for i in inventory.images
+        return inventory._replace(images=tuple(i for i in inventory.images
                                                if i.id not in self.late))
 
 

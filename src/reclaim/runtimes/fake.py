@@ -8,7 +8,6 @@ disappears when its last image goes, and the engine's refusals (409) happen wher
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import replace
 from datetime import datetime
 
 from reclaim.errors import EngineUnreachable, InUse, NotFound
@@ -96,8 +95,8 @@ class FakeRuntime:
         for tag in tag_tuple:  # a tag names one image: moving it untags the other
             other = self.images.get(self._tag_owner.get(tag, ""))
             if other is not None and other.id != image_id:
-                self.images[other.id] = replace(
-                    other, tags=tuple(t for t in other.tags if t != tag)
+                self.images[other.id] = other._replace(
+                    tags=tuple(t for t in other.tags if t != tag)
                 )
             self._tag_owner[tag] = image_id
         image = Image(
@@ -126,8 +125,8 @@ class FakeRuntime:
         return volume
 
     def set_state(self, container_id: str, state: ContainerState, **times: datetime) -> None:
-        self.containers[container_id] = replace(
-            self.containers[container_id], state=state, **times  # type: ignore[arg-type]
+        self.containers[container_id] = self.containers[container_id]._replace(
+            state=state, **times  # type: ignore[arg-type]
         )
 
     def emit(self, event: Event) -> Event:
@@ -150,10 +149,10 @@ class FakeRuntime:
                 if m.type == "volume" and m.name:
                     users.setdefault(m.name, []).append(c.id)
         volumes = tuple(
-            replace(v, used_by=tuple(users.get(v.name, ()))) for v in self.volumes.values()
+            v._replace(used_by=tuple(users.get(v.name, ()))) for v in self.volumes.values()
         )
         containers = tuple(
-            c if sizes else replace(c, rw_bytes=None) for c in self.containers.values()
+            c if sizes else c._replace(rw_bytes=None) for c in self.containers.values()
         )
         return Inventory(
             engine=self.engine,
@@ -190,8 +189,8 @@ class FakeRuntime:
         in_use = any(c.image_id == image.id for c in self.containers.values())
         if ref in image.tags:
             if len(image.tags) > 1:
-                self.images[image.id] = replace(
-                    image, tags=tuple(t for t in image.tags if t != ref)
+                self.images[image.id] = image._replace(
+                    tags=tuple(t for t in image.tags if t != ref)
                 )
                 del self._tag_owner[ref]
                 return

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from reclaim.lastuse import LastUse, Usage, container_uses
 from reclaim.model import Inventory
@@ -21,8 +21,7 @@ from reclaim.state.store import Store
 CHECKPOINT_EVENTS = "events_since"
 
 
-@dataclass(frozen=True)
-class Use:
+class Use(NamedTuple):
     image_id: str
     when: datetime
     source: str  # "event" or "container"
