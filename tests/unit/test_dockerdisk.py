@@ -1,14 +1,17 @@
-"""Container records read from a data root: the state word the engine would list, and what
-cannot be read left out (the caller then asks the engine)."""
+"""Container records read from a data root: the state word the engine would list, the times
+it would report, and what cannot be read left out (the caller then asks the engine)."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from reclaim.runtimes.dockerdisk import container_listing
+from reclaim.model import ContainerState, Mount
+from reclaim.runtimes.dockerdisk import containers_on_disk
+from reclaim.runtimes.recordcache import RecordCache
 
 ZERO = "0001-01-01T00:00:00Z"
 
@@ -37,13 +40,41 @@ def _record(root: Path, cid: str, state: dict[str, object], created: str) -> Non
 ])
 def test_state_word_is_the_engines(tmp_path: Path, state: dict[str, object], word: str) -> None:
     _record(tmp_path, "1" * 64, state, "2026-01-01T10:00:00.987654321Z")
-    [raw] = container_listing(str(tmp_path)) or []
-    assert raw["State"] == word
-    assert raw["Names"] == ["/c-1111"]
-    assert raw["Created"] == 1767261600  # whole seconds, as the listing gives them
-    assert raw["Labels"] == {"k": "v"}
-    assert sorted(m["Type"] for m in raw["Mounts"]) == ["bind", "volume"]
-    assert {m["Name"] for m in raw["Mounts"]} == {"vol", None}
+    [c] = containers_on_disk(str(tmp_path)) or []
+    assert c.state == ContainerState(word)
+    assert c.name == "c-1111"
+    assert c.image_id == "sha256:" + "a" * 64
+    # Whole seconds, as the listing gives them.
+    assert c.created == datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
+    assert c.labels == {"k": "v"}
+    assert sorted(c.mounts) == [Mount("bind", None, "/etc/x", "/etc/x"),
+                                Mount("volume", "vol", "/v/_data", "/data")]
+    assert c.rw_bytes is None
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_only_a_stopped_containers_times_are_kept(tmp_path: Path, cached: bool) -> None:
+    """As the API path does (it reads times for exited and dead containers only), so that
+    both paths give the ledger the same rows. With `cached`, the second read comes from the
+    record cache and must give the same containers."""
+    times: dict[str, object] = {"StartedAt": "2026-01-01T00:00:00.123456789Z",
+             "FinishedAt": "2026-01-02T00:00:00.5Z"}
+    _record(tmp_path, "1" * 64, times, "2026-01-01T10:00:00Z")
+    _record(tmp_path, "2" * 64, {**times, "Running": True}, "2026-01-01T10:00:01Z")
+    _record(tmp_path, "3" * 64, {**times, "Dead": True}, "2026-01-01T10:00:02Z")
+    cache = RecordCache(str(tmp_path / "cache.records"), str(tmp_path)) if cached else None
+    first = containers_on_disk(str(tmp_path), cache)
+    if cache is not None:
+        cache.save()
+        cache = RecordCache(str(tmp_path / "cache.records"), str(tmp_path))
+        assert cache.containers  # the second read below is served from it
+    by_id = {c.id[0]: c for c in containers_on_disk(str(tmp_path), cache) or []}
+    assert list(by_id.values()) == first
+    started = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
+    finished = datetime(2026, 1, 2, 0, 0, 0, 500000, tzinfo=UTC)
+    assert (by_id["1"].started, by_id["1"].finished) == (started, finished)  # exited
+    assert (by_id["3"].started, by_id["3"].finished) == (started, finished)  # dead
+    assert (by_id["2"].started, by_id["2"].finished) == (None, None)  # running
 
 
 def test_newest_first_and_unreadable_records_left_out(tmp_path: Path) -> None:
@@ -54,12 +85,12 @@ def test_newest_first_and_unreadable_records_left_out(tmp_path: Path) -> None:
     (tmp_path / "containers" / ("5" * 64)).mkdir()
     (tmp_path / "containers" / ("5" * 64) / "config.v2.json").write_text("{not json")
     (tmp_path / "containers" / "not-a-container").mkdir()
-    listing = container_listing(str(tmp_path)) or []
-    assert [raw["Id"][0] for raw in listing] == ["3", "1", "2"]
+    listing = containers_on_disk(str(tmp_path)) or []
+    assert [c.id[0] for c in listing] == ["3", "1", "2"]
 
 
 def test_no_containers_directory_means_ask_the_engine(tmp_path: Path) -> None:
-    assert container_listing(str(tmp_path)) is None
+    assert containers_on_disk(str(tmp_path)) is None
 
 
 def test_containerd_names_as_the_engine_shows_them() -> None:

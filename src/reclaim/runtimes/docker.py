@@ -16,12 +16,11 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 from reclaim.errors import (
@@ -47,11 +46,12 @@ from reclaim.model import (
 )
 from reclaim.runtimes.base import Progress, no_progress
 from reclaim.runtimes.dockerdisk import (
+    TIMED_STATES,
     ContentStore,
     MetadataUnreadable,
     Overlay2Metadata,
     chain_ids,
-    container_listing,
+    containers_on_disk,
     read_container_state,
 )
 from reclaim.runtimes.recordcache import RecordCache
@@ -69,14 +69,14 @@ DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 BASE_API = "1.41"
 ANONYMOUS_VOLUME_LABEL = "com.docker.volume.anonymous"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-# Classic-builder history entries that made no layer.
-_EMPTY_LAYER_HINT = re.compile(
+# Classic-builder history entries that made no layer. A pattern, not a compiled one: only
+# the API fallback needs it, and `re` compiles it there once (df's start-up need not).
+_EMPTY_LAYER_HINT = (
     r"#\(nop\)|^(ENV|CMD|LABEL|EXPOSE|ENTRYPOINT|USER|ARG|HEALTHCHECK|STOPSIGNAL|SHELL|"
     r"VOLUME|MAINTAINER|ONBUILD|WORKDIR)\b"
 )
 
 T = TypeVar("T")
-_TIMES_WANTED = frozenset({ContainerState.EXITED, ContainerState.DEAD})
 
 
 def resolve_endpoint(engine: str | None) -> str:
@@ -249,19 +249,15 @@ class DockerRuntime:
         if self.read_disk and info.data_root and (self.listings_from_disk
                                                   or self.record_cache_dir is not None):
             self._records = RecordCache(self._record_cache_path(info), info.data_root)
-        with ThreadPoolExecutor(max_workers=4) as side:
-            volumes_future = side.submit(self._get_json, "/volumes", "list volumes")
-            system_df_future = side.submit(self._system_df, info, sizes)
-            if self.listings_from_disk:
-                # Reading records is this process's own work, bound by the interpreter: in
-                # threads it only adds switching. The engine's answers are awaited beside it.
-                prefetch: Future[dict[str, LayerInfo] | None] = _done(
-                    self._prefetch_overlay2(info))
-                containers_future = _done(self._container_listing(info, sizes))
-            else:
-                prefetch = side.submit(self._prefetch_overlay2, info)
-                containers_future = side.submit(self._container_listing, info, sizes)
-            prefetched = prefetch.result() if self.listings_from_disk else None
+        volumes_call = _Background(lambda: self._get_json("/volumes", "list volumes"))
+        system_df_call = _Background(lambda: self._system_df(info, sizes))
+        # Reading records is this process's own work, bound by the interpreter: for `df` it
+        # runs here (in threads it only adds switching); otherwise beside the engine's answers.
+        here = self.listings_from_disk
+        prefetch = _Background(lambda: self._prefetch_overlay2(info), here=here)
+        containers_call = _Background(lambda: self._container_listing(info, sizes), here=here)
+        try:
+            prefetched = prefetch.result() if here else None
             raw_images = self._image_listing_from_disk(info, prefetched)
             from_store = None if raw_images is not None else self._containerd_store_from_disk(info)
             if from_store is not None:
@@ -273,9 +269,13 @@ class DockerRuntime:
                     prefetched = prefetch.result()
                 layer_infos, layer_source = self._layer_infos(info, raw_images, progress,
                                                               prefetched)
-            raw_containers = containers_future.result()
-            raw_volumes = (volumes_future.result() or {}).get("Volumes") or []
-            system_df = system_df_future.result()
+            disk_containers, raw_containers = containers_call.result()
+            raw_volumes = (volumes_call.result() or {}).get("Volumes") or []
+            system_df = system_df_call.result()
+        finally:
+            # Nothing is left in flight when the inventory returns or fails.
+            for call in (volumes_call, system_df_call, prefetch, containers_call):
+                call.wait()
         if self._records is not None:
             self._records.save()
 
@@ -306,7 +306,8 @@ class DockerRuntime:
                 )
             )
 
-        containers = self._containers(info, raw_containers, progress)
+        containers = (disk_containers if disk_containers is not None
+                      else self._containers(info, raw_containers, progress))
         volumes = self._volumes(raw_volumes, containers, system_df)
         return Inventory(
             engine=info,
@@ -500,7 +501,7 @@ class DockerRuntime:
         if self.record_cache_dir is None:
             return None
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", info.engine_id or self.endpoint).strip("_")
-        return os.path.join(self.record_cache_dir, f"docker-{safe or 'unknown'}.records.json")
+        return os.path.join(self.record_cache_dir, f"docker-{safe or 'unknown'}.records")
 
     def _prefetch_overlay2(self, info: EngineInfo) -> dict[str, LayerInfo] | None:
         """Every image the store holds on disk, read while the engine is still answering the
@@ -608,6 +609,8 @@ class DockerRuntime:
             return image_id, LayerInfo(chain=tuple(chain), layers=layers, blobs=blobs,
                                        tagged_at=tagged)
 
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=self.api_workers) as pool:
             return dict(pool.map(one, ids))
 
@@ -694,17 +697,21 @@ class DockerRuntime:
             )
         return listing, infos
 
-    def _container_listing(self, info: EngineInfo, sizes: bool) -> list[dict[str, Any]]:
+    def _container_listing(
+        self, info: EngineInfo, sizes: bool
+    ) -> tuple[list[Container] | None, list[dict[str, Any]]]:
+        """The containers read from their records on disk (`df` only), else (None and) the
+        engine's listing."""
         if self.listings_from_disk and self.read_disk and info.data_root and not sizes:
             # (Sizes of the writable layers are the engine's to measure.)
-            listing = container_listing(info.data_root, self._records)
+            on_disk = containers_on_disk(info.data_root, self._records)
             # The same count as the engine's own says this is the engine's data root (not a
             # local directory that happens to have the remote engine's path) and that no
             # container came or went meanwhile; anything else: ask the engine.
-            if listing is not None and len(listing) == self._container_count:
-                return listing
-        return list(self._get_json("/containers/json", "list containers", all=1,
-                                   size=int(sizes)))
+            if on_disk is not None and len(on_disk) == self._container_count:
+                return on_disk, []
+        return None, list(self._get_json("/containers/json", "list containers", all=1,
+                                         size=int(sizes)))
 
     def _containers(
         self, info: EngineInfo, raw_containers: list[dict[str, Any]], progress: Progress
@@ -712,20 +719,14 @@ class DockerRuntime:
         """Start and finish times are not in the listing. They are read from each container's
         `config.v2.json` when the data root is readable, else inspected (bounded concurrency)."""
         data_root = Path(info.data_root) if info.data_root else None
-        # Only stopped containers' times are needed: a running one uses its image now, and a
-        # created one never started (its creation time is in the listing).
+        # Only stopped containers' times are needed (TIMED_STATES).
         parsed = [ContainerState.parse(str(raw.get("State") or "")) for raw in raw_containers]
         wanted = [str(raw["Id"]) for raw, state in zip(raw_containers, parsed, strict=True)
-                  if state in _TIMES_WANTED]
-        states: dict[str, dict[str, Any] | None] = {
-            str(raw["Id"]): raw["StateDetail"]
-            for raw, state in zip(raw_containers, parsed, strict=True)
-            if state in _TIMES_WANTED and "StateDetail" in raw
-        }
+                  if state in TIMED_STATES]
+        states: dict[str, dict[str, Any] | None] = {}
         if self.read_disk and data_root is not None:
             for cid in wanted:
-                if cid not in states:
-                    states[cid] = read_container_state(data_root, cid)
+                states[cid] = read_container_state(data_root, cid)
         missing = [cid for cid in wanted if states.get(cid) is None]
         if missing:
             def inspect_state(cid: str) -> tuple[str, dict[str, Any] | None]:
@@ -735,6 +736,8 @@ class DockerRuntime:
                 except NotFound:
                     return cid, None  # removed since the listing
                 return cid, got.get("State")
+
+            from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=self.api_workers) as pool:
                 states.update(pool.map(inspect_state, missing))
@@ -842,10 +845,38 @@ def _json_messages(response: http.client.HTTPResponse) -> Iterator[dict[str, Any
                 yield message
 
 
-def _done(value: T) -> Future[T]:
-    future: Future[T] = Future()
-    future.set_result(value)
-    return future
+class _Background(Generic[T]):
+    """One call, run on a thread of its own (or at once with `here`); `result()` waits for it
+    and raises what it raised. What `concurrent.futures` would do for the inventory's few side
+    calls, without the ~4 ms of imports (logging, traceback, ...) it adds to `df`'s start-up.
+    The API fallbacks that fan out over many calls still use its thread pool."""
+
+    def __init__(self, fn: Callable[[], T], *, here: bool = False) -> None:
+        self._fn = fn
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if here:
+            self._run()
+        else:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # handed to whoever asks for the result
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> T:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set when no error was raised
 
 
 def _event_time_param(when: datetime) -> str:
@@ -904,7 +935,7 @@ def _layer_sizes_from_history(history: list[dict[str, Any]], n_layers: int) -> l
         droppable = [
             i
             for i, e in enumerate(entries)
-            if not e.get("Size") and _EMPTY_LAYER_HINT.search(str(e.get("CreatedBy") or ""))
+            if not e.get("Size") and re.search(_EMPTY_LAYER_HINT, str(e.get("CreatedBy") or ""))
         ]
         other_empty = [
             i for i, e in enumerate(entries) if not e.get("Size") and i not in set(droppable)

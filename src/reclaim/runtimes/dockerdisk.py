@@ -8,23 +8,24 @@ the API, never guess.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from reclaim.model import Layer
+from reclaim.model import Container, ContainerState, Layer, Mount
 from reclaim.runtimes.recordcache import RecordCache
 from reclaim.timeutil import parse_time
 
-_HEX = frozenset("0123456789abcdef")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
     """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    import hashlib  # here: df's start-up finds every chain in its record cache
+
     chain: list[str] = []
     for diff_id in diff_ids:
         if not chain:
@@ -39,7 +40,7 @@ def digest_hex(digest: str) -> str | None:
     """The hex part of a `sha256:<64 hex>` digest, or None if it is anything else (so that a
     crafted id can never become a path outside the store)."""
     algo, _, hexpart = digest.partition(":")
-    if algo != "sha256" or len(hexpart) != 64 or not set(hexpart) <= _HEX:
+    if algo != "sha256" or not _HEX64.fullmatch(hexpart):
         return None
     return hexpart
 
@@ -48,8 +49,7 @@ class MetadataUnreadable(Exception):
     """The on-disk metadata is missing, unreadable or not what we expect."""
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(NamedTuple):
     diff_ids: list[str]
     config_bytes: int
     created: str | None = None
@@ -194,7 +194,7 @@ class Overlay2Metadata:
 
 def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] | None:
     """`State` of `containers/<id>/config.v2.json` (StartedAt, FinishedAt, ...), or None."""
-    if len(container_id) != 64 or not set(container_id) <= _HEX:
+    if not _HEX64.fullmatch(container_id):
         return None
     path = data_root / "containers" / container_id / "config.v2.json"
     try:
@@ -205,7 +205,8 @@ def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] |
 
 
 # A tar-split record of an archive entry whose name ends in "/": a directory.
-_DIRECTORY_ENTRY = re.compile(rb'"type":1,"name":"[^"]*/"')
+# (A pattern: `re` compiles it on first use, which df's start-up on a known host never makes.)
+_DIRECTORY_ENTRY = rb'"type":1,"name":"[^"]*/"'
 
 
 def _content_directories(entry: str) -> int:
@@ -213,52 +214,57 @@ def _content_directories(entry: str) -> int:
 
     try:
         with gzip.open(entry + "/tar-split.json.gz", "rb") as f:
-            return len(_DIRECTORY_ENTRY.findall(f.read()))
+            return len(re.findall(_DIRECTORY_ENTRY, f.read()))
     except (OSError, EOFError, gzip.BadGzipFile):
         return 0  # counted as none: the estimate stays a little low
 
 
-def container_listing(data_root: str,
-                      cache: RecordCache | None = None) -> list[dict[str, Any]] | None:
-    """Every container's `config.v2.json` under `containers/`, turned into the shape of the
-    engine's `GET /containers/json?all=1` answer (plus StartedAt and FinishedAt as
-    `StateDetail`),
-    or None when the directory cannot be listed (the caller then asks the engine).
+# A container's times matter only once it stopped: a running one uses its image now, and a
+# created one never started (its creation time is known without them).
+TIMED_STATES = frozenset({ContainerState.EXITED, ContainerState.DEAD})
 
-    The engine writes these files atomically on every state change and loads its containers from
-    them when it starts, so they say what the listing says. A directory whose file cannot be
-    read is a container being created or removed right now: it is left out, as the listing
+
+def containers_on_disk(data_root: str, cache: RecordCache | None = None) -> list[Container] | None:
+    """Every container, from its `config.v2.json` under `containers/`, newest first as the
+    engine lists them; None when the directory cannot be listed (the caller then asks the
+    engine).
+
+    The engine writes these files atomically on every state change and loads its containers
+    from them when it starts, so they say what its listing says. A directory whose file cannot
+    be read is a container being created or removed right now: it is left out, as the listing
     may also leave it out."""
     base = os.path.join(data_root, "containers")
     try:
         names = os.listdir(base)
     except OSError:
         return None
-    listing: list[dict[str, Any]] = []
+    found: list[tuple[float, str, list[Any]]] = []
     for cid in names:
-        if len(cid) != 64 or not set(cid) <= _HEX:
+        if not _HEX64.fullmatch(cid):
             continue
-        path = os.path.join(base, cid, "config.v2.json")
+        path = f"{base}/{cid}/config.v2.json"
         try:
             st = os.stat(path)
         except OSError:
             continue
         # A rewrite is a new file renamed into place: a new inode and change time.
-        stamp = [st.st_ino, st.st_ctime_ns, st.st_size]
-        entry = cache.container(cid, stamp) if cache is not None else None
-        if entry is None:
-            entry = _container_record(cid, path)
-            if entry is None:
+        stamp = (st.st_ino, st.st_ctime_ns, st.st_size)
+        record = cache.container(cid, stamp) if cache is not None else None
+        if record is None:
+            record = _container_record(path)
+            if record is None:
                 continue
             if cache is not None:
-                cache.put_container(cid, stamp, entry)
-        listing.append(entry)
-    # Newest first, as the engine lists them.
-    listing.sort(key=lambda raw: (raw["CreatedExact"], raw["Id"]), reverse=True)
-    return listing
+                cache.put_container(cid, stamp, record)
+        found.append((record[3], cid, record))
+    found.sort(key=lambda entry: entry[:2], reverse=True)
+    return [_container(cid, record) for _, cid, record in found]
 
 
-def _container_record(cid: str, path: str) -> dict[str, Any] | None:
+def _container_record(path: str) -> list[Any] | None:
+    """What the inventory needs of a container's record, positionally (as the record cache
+    keeps it): name, image id, state word, creation time (seconds, exact), labels, mounts
+    ([type, volume name, source, destination]), start and finish times (seconds or None)."""
     try:
         with open(path, "rb") as f:
             raw = json.loads(f.read())
@@ -270,22 +276,39 @@ def _container_record(cid: str, path: str) -> dict[str, Any] | None:
     if not isinstance(state, dict):
         return None
     exact = parse_time(created) if isinstance(created, str) else None
-    return {
-        "Id": cid,
-        "Names": ["/" + str(raw.get("Name") or "").lstrip("/")],
-        "ImageID": str(raw.get("Image") or ""),
-        "State": _state_string(state),
-        "Created": int(exact.timestamp()) if exact else None,  # whole seconds, as listed
-        "CreatedExact": exact.timestamp() if exact else 0.0,
-        "Labels": config.get("Labels") or {},
-        "Mounts": [
-            {"Type": m.get("Type") or "", "Name": m.get("Name") or None,
-             "Source": m.get("Source") or "", "Destination": m.get("Destination") or ""}
-            for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)
-        ],
-        # Only the times the listing lacks (the rest of State is in "State" above).
-        "StateDetail": {"StartedAt": state.get("StartedAt"), "FinishedAt": state.get("FinishedAt")},
-    }
+    started, finished = parse_time(state.get("StartedAt")), parse_time(state.get("FinishedAt"))
+    labels = config.get("Labels")
+    return [
+        str(raw.get("Name") or "").lstrip("/"),
+        str(raw.get("Image") or ""),
+        _state_string(state),
+        exact.timestamp() if exact else 0.0,
+        labels if isinstance(labels, dict) else {},
+        [[str(m.get("Type") or ""), m.get("Name") or None, str(m.get("Source") or ""),
+          str(m.get("Destination") or "")]
+         for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)],
+        started.timestamp() if started else None,
+        finished.timestamp() if finished else None,
+    ]
+
+
+def _container(cid: str, record: list[Any]) -> Container:
+    name, image_id, word, created, labels, mounts, started, finished = record
+    state = ContainerState.parse(word)
+    timed = state in TIMED_STATES
+    return Container(
+        id=cid,
+        name=name,
+        image_id=image_id,
+        state=state,
+        # Whole seconds, as the engine's listing gives them.
+        created=datetime.fromtimestamp(int(created), UTC) if created else None,
+        started=datetime.fromtimestamp(started, UTC) if timed and started is not None else None,
+        finished=(datetime.fromtimestamp(finished, UTC)
+                  if timed and finished is not None else None),
+        mounts=tuple(Mount(*m) for m in mounts),
+        labels=labels,
+    )
 
 
 def _state_string(state: dict[str, Any]) -> str:

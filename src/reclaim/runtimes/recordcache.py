@@ -10,7 +10,12 @@ bulk of `df`'s work on a big host:
   a new file and renaming it over the old one: an entry is kept with the file's inode, change
   time and size, and used only while all three are unchanged.
 
-The cache holds nothing but copies of those records. Container records are used by `df`
+The cache holds nothing but copies of those records. It is written with `marshal`, which
+loads the ~2 MB of a 1,000-image, 2,000-container host 2.6 times faster than JSON (7 ms against
+18 ms here). marshal's format belongs to the interpreter that wrote it, so the file starts with a
+header naming the cache version, the marshal version and the Python version, and any other
+header is a miss. Like the ledger beside it, the file is the state directory's own (mode 0600,
+written by rename), never input from elsewhere. Container records are used by `df`
 only (plan and apply list containers through the engine); image and layer facts by every
 command. Unreadable, of another version or for another data root: it is ignored and rewritten,
 never trusted. Entries not seen in a run that consulted their kind are dropped, so it never
@@ -19,11 +24,14 @@ outgrows the host.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import marshal
 import os
+import sys
 from typing import Any
 
-VERSION = 2  # 2: image entries carry their chain ids
+VERSION = 3  # 2: image entries carry their chain ids; 3: marshal, positional containers
+HEADER = f"reclaim-records {VERSION} {marshal.version} {sys.hexversion:x}\n".encode()
 
 
 class RecordCache:
@@ -44,13 +52,16 @@ class RecordCache:
             return
         try:
             with open(self.path, "rb") as f:
-                doc = json.loads(f.read())
-            if doc.get("version") != VERSION or doc.get("data_root") != self.data_root:
+                raw = f.read()
+            if not raw.startswith(HEADER):
+                return
+            doc = marshal.loads(memoryview(raw)[len(HEADER):])
+            if doc.get("data_root") != self.data_root:
                 return
             images, layers, containers = doc["images"], doc["layers"], doc["containers"]
             if not all(isinstance(x, dict) for x in (images, layers, containers)):
                 return
-        except (OSError, ValueError, KeyError, AttributeError):
+        except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
             return
         self.images, self.layers, self.containers = images, layers, containers
 
@@ -74,14 +85,14 @@ class RecordCache:
         self.layers[key] = value
         self._dirty = True
 
-    def container(self, key: str, stamp: list[int]) -> Any:
+    def container(self, key: str, stamp: tuple[int, ...]) -> Any:
         self._seen_containers.add(key)
         entry = self.containers.get(key)
         if isinstance(entry, list) and len(entry) == 2 and entry[0] == stamp:
             return entry[1]
         return None
 
-    def put_container(self, key: str, stamp: list[int], value: Any) -> None:
+    def put_container(self, key: str, stamp: tuple[int, ...], value: Any) -> None:
         self._seen_containers.add(key)
         self.containers[key] = [stamp, value]
         self._dirty = True
@@ -100,8 +111,8 @@ class RecordCache:
             self._dirty = self._dirty or bool(gone)
         if self.path is None or not self._dirty:
             return
-        doc = {"version": VERSION, "data_root": self.data_root, "images": self.images,
-               "layers": self.layers, "containers": self.containers}
+        doc = {"data_root": self.data_root, "images": self.images, "layers": self.layers,
+               "containers": self.containers}
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -109,12 +120,17 @@ class RecordCache:
 
             fd, tmp = tempfile.mkstemp(prefix=".records-", dir=directory)
             try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(doc, f, separators=(",", ":"))
+                with os.fdopen(fd, "wb") as f:
+                    f.write(HEADER)
+                    f.write(marshal.dumps(doc))
                 os.replace(tmp, self.path)
+                if self.path.endswith(".records"):
+                    # The JSON cache of earlier versions, named after this one: superseded.
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path + ".json")
             except BaseException:
                 os.unlink(tmp)
                 raise
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a value marshal cannot write
             return
         self._dirty = False
