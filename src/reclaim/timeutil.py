@@ -49,12 +49,28 @@ def parse_time(value: str | int | float | None) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
+# `df --json` formats about four times per image and two per container, and many of those are
+# the same instant (every image first seen in the same run, an image's use and its container's
+# time): each is formatted once. Bounded, for the long-running watch.
+_FORMATTED: dict[datetime, str] = {}
+_FORMATTED_MAX = 65536
+
+
 def format_time(value: datetime | None) -> str | None:
     """RFC 3339 UTC with a Z, to the second; None stays None."""
     if value is None:
         return None
-    # isoformat is several times cheaper than strftime, and df formats thousands of these.
-    return value.astimezone(UTC).isoformat(timespec="seconds").removesuffix("+00:00") + "Z"
+    text = _FORMATTED.get(value)
+    if text is None:
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+        # %-formatting the fields is about twice as fast as isoformat(timespec=...), and 2.5
+        # times as fast as an f-string with format specs (one format() call per field).
+        text = "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031
+            utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
+        if len(_FORMATTED) >= _FORMATTED_MAX:
+            _FORMATTED.clear()
+        _FORMATTED[value] = text
+    return text
 
 
 def human_ago(value: datetime | None, now: datetime) -> str:

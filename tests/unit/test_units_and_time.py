@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from reclaim import timeutil
 from reclaim.errors import UsageError
 from reclaim.timeutil import format_time, human_ago, parse_time
 from reclaim.units import human_bytes, parse_duration, parse_size
@@ -58,6 +59,24 @@ def test_engine_timestamps() -> None:
     assert parse_time("2024-05-01") is None
     assert format_time(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
     assert format_time(datetime(2024, 5, 1, 10, 20, 30, 999, tzinfo=UTC)) == "2024-05-01T10:20:30Z"
+    assert format_time(None) is None
+
+
+def test_formatting_is_utc_whatever_the_zone_and_however_often() -> None:
+    east = timezone(timedelta(hours=2))
+    local_noon = datetime(2024, 5, 1, 12, 0, 0, tzinfo=east)
+    for _ in range(2):  # the second time from the memo
+        assert format_time(local_noon) == "2024-05-01T10:00:00Z"
+        assert format_time(datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)) == "2024-05-01T10:00:00Z"
+        assert format_time(datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC)) == "0999-12-31T23:59:59Z"
+    # The memo is bounded: far more distinct instants than it keeps are all formatted right.
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    for n in range(200_000):
+        when = start + timedelta(seconds=n)
+        text = format_time(when)
+        if n % 20_011 == 0:
+            assert text == when.isoformat().replace("+00:00", "Z")
+    assert len(timeutil._FORMATTED) <= timeutil._FORMATTED_MAX
 
 
 def test_human_forms() -> None:
