@@ -261,8 +261,13 @@ def test_a_catch_up_writes_only_what_changed_and_misses_no_change(tmp_path: Path
     led = ledger(tmp_path)
     Recorder(led).catch_up(fake.inventory(), T0)
     changes = led.store.conn.total_changes
+    sent: list[str] = []
+    led.store.conn.set_trace_callback(sent.append)
     Recorder(led).catch_up(fake.inventory(), T0 + timedelta(hours=1))
+    led.store.conn.set_trace_callback(None)
     assert led.store.conn.total_changes == changes  # nothing changed: nothing written
+    # ... and nothing was even asked of the database but the reads.
+    assert [q for q in sent if q.lstrip().startswith(("INSERT", "UPDATE"))] == []
 
     # A container ran again, an image got a tag, another container and image went away.
     fake.remove_container("b" * 64)

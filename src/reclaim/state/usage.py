@@ -50,11 +50,14 @@ class Ledger:
         written: rows are compared with what the ledger holds, and `last_seen` is the time a
         container's row was last written, not the last time it was looked at."""
         with self.store.transaction() as db:
-            self._observe_images(db, inventory, now)
+            last_used = self._observe_images(db, inventory, now)
             self._observe_containers(db, inventory, now)
+            # Only a use later than the one recorded changes anything (see _record): the
+            # others, most of them on every run, are not sent to the database at all.
             uses = [
                 Use(image_id, last.when, last.source, last.detail)
                 for image_id, last in container_uses(inventory, now).items()
+                if image_id not in last_used or _later(last.when, last_used[image_id])
             ]
             self._observe_volumes(db, inventory, now)
             self._record(db, uses, now)
@@ -169,11 +172,15 @@ class Ledger:
                 db.execute("SELECT name FROM volumes WHERE gone_at IS NULL")]
         _mark_gone(db, "volumes", "name", [n for n in held if n not in present], now)
 
-    def _observe_images(self, db: sqlite3.Connection, inventory: Inventory, now: datetime) -> None:
-        held = {
-            str(row[0]): (row[1], row[2], row[3])
-            for row in db.execute("SELECT image_id, tagged_at, refs, gone_at FROM images")
-        }
+    def _observe_images(self, db: sqlite3.Connection, inventory: Inventory,
+                        now: datetime) -> dict[str, float | None]:
+        """Writes what changed of the images; returns every known image's last use."""
+        held: dict[str, tuple[float | None, str, float | None]] = {}
+        last_used: dict[str, float | None] = {}
+        for image_id, tagged_at, refs, gone_at, used in db.execute(
+                "SELECT image_id, tagged_at, refs, gone_at, last_used FROM images"):
+            held[image_id] = (tagged_at, refs, gone_at)
+            last_used[image_id] = used
         changed = []
         for image in inventory.images:
             tagged, refs = _opt(image.tagged_at), json.dumps(list(image.tags))
@@ -197,11 +204,12 @@ class Ledger:
         _mark_gone(db, "images", "image_id",
                    [k for k, (_, _, gone) in held.items() if gone is None and k not in present],
                    now)
+        return last_used
 
     def _observe_containers(self, db: sqlite3.Connection, inventory: Inventory,
                             now: datetime) -> None:
         held = {
-            str(row[0]): tuple(row[1:])
+            row[0]: row[1:]
             for row in db.execute(
                 "SELECT container_id, image_id, name, state, created, started, finished,"
                 " gone_at FROM containers")
@@ -238,6 +246,10 @@ class Ledger:
             " WHERE image_id = ? AND (last_used IS NULL OR last_used < ?)",
             [(_ts(u.when), u.source, u.detail, u.image_id, _ts(u.when)) for u in uses],
         )
+
+
+def _later(when: datetime, recorded: float | None) -> bool:
+    return recorded is None or _ts(when) > recorded
 
 
 def _opt(value: datetime | None) -> float | None:
