@@ -17,10 +17,9 @@ import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode
 
 from reclaim.errors import (
@@ -83,8 +82,7 @@ def resolve_endpoint(engine: str | None) -> str:
     return engine or os.environ.get("DOCKER_HOST") or DEFAULT_ENDPOINT
 
 
-@dataclass(frozen=True)
-class LayerInfo:
+class LayerInfo(NamedTuple):
     chain: tuple[str, ...]
     layers: tuple[Layer, ...]
     blobs: tuple[Blob, ...] = ()
