@@ -21,21 +21,23 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from reclaim.accounting import Accounting
-from reclaim.errors import EngineError, InUse, NotFound, ReclaimError
+from reclaim.errors import EXIT_INTERRUPTED, EngineError, InUse, NotFound, ReclaimError
 from reclaim.lastuse import Usage
 from reclaim.model import Inventory
 from reclaim.policy.plan import Action
 from reclaim.runtimes.base import Runtime
-from reclaim.state.journal import Entry, Journal
+from reclaim.state.journal import Entry, Journal, interrupted
 
 APPLY_SCHEMA = "reclaim.apply/v1"
+# Runs the engine's build-cache prune with an action's bounds; the bytes the engine freed.
+BuildCachePrune = Callable[[int | None, float | None], int]
 # Plan files carry times to the second.
 _BASIS_SLACK = timedelta(seconds=1)
 
@@ -135,6 +137,8 @@ def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage]) -> s
         volume = now.volumes.get(action.id)
         if volume is None:
             return "already gone"
+        if volume.instance != action.instance:
+            return "re-created since the plan (another volume of that name)"
         if volume.used_by:
             return "now used by a container"
     return None
@@ -231,7 +235,7 @@ def _delete_image(runtime: Runtime, action: Action, has_digests: bool,
     return Outcome(action, "deleted")
 
 
-def _execute(runtime: Runtime, action: Action, build_cache: Callable[[], int],
+def _execute(runtime: Runtime, action: Action, build_cache: BuildCachePrune,
              has_digests: bool = False, watch: UseWatch | None = None) -> Outcome:
     try:
         if action.kind == "image":
@@ -239,9 +243,19 @@ def _execute(runtime: Runtime, action: Action, build_cache: Callable[[], int],
         if action.kind == "container":
             runtime.remove_container(action.id)
         elif action.kind == "volume":
+            # Checked again just before: the volume may have been removed and created again
+            # under its name since the inventory (the engine cannot remove "this" volume only).
+            instance = runtime.volume_instance(action.id)
+            if instance is None:
+                return Outcome(action, "skipped", "already gone")
+            if instance != action.instance:
+                return Outcome(action, "skipped",
+                               "re-created just now (another volume of that name)")
             runtime.remove_volume(action.id)
         elif action.kind == "build-cache":
-            build_cache()
+            if action.prune is None:
+                return Outcome(action, "skipped", "no bounds for the prune (never unbounded)")
+            build_cache(*action.prune)
         return Outcome(action, "deleted")
     except NotFound:
         return Outcome(action, "skipped", "already gone")
@@ -260,12 +274,14 @@ def apply_actions(
     *,
     now: Callable[[], datetime],
     plan_created: datetime | None,
-    build_cache: Callable[[], int] = lambda: 0,
+    build_cache: BuildCachePrune = lambda keep_storage, older_than: 0,
     workers: int = 4,
     progress: Callable[[Action, Outcome], None] | None = None,
     watch: UseWatch | None = None,
+    stop: threading.Event | None = None,
 ) -> ApplyResult:
-    """`watch`, when given, must have been started before `before` was taken."""
+    """`watch`, when given, must have been started before `before` was taken. `stop`, once
+    set (by SIGINT here, or by a caller), lets nothing more begin."""
     result = ApplyResult(predicted_bytes=sum(a.bytes for a in actions))
     valid: list[Action] = []
     current = _Current(before)
@@ -278,16 +294,33 @@ def apply_actions(
 
     digested = {i.id for i in before.images if i.digests}
     journal_lock = threading.Lock()
+    stop = stop if stop is not None else threading.Event()
+    deleted = 0
 
-    def run(action: Action) -> Outcome:
-        outcome = _execute(runtime, action, build_cache, action.id in digested, watch)
-        if outcome.status == "deleted":
-            # Journalled by the worker the moment the engine confirms, one commit each: a
-            # batch would lose its records if the process died before the batch was written.
-            with journal_lock:
-                journal.record(Entry(now(), action.kind, action.id, action.refs,
-                                     action.reason.rule, action.reason.detail, action.bytes,
-                                     plan_created))
+    def entry(action: Action) -> Entry:
+        return Entry(now(), action.kind, action.id, action.refs, action.reason.rule,
+                     action.reason.detail, action.bytes, plan_created, action.instance)
+
+    def run(action: Action) -> Outcome | None:
+        nonlocal deleted
+        if stop.is_set():
+            return None  # interrupted before this one began
+        # The intent is written before the engine is asked and completed the moment it
+        # confirms, one commit each: a process killed in between leaves the intent, which
+        # the next run settles against the engine (see state.journal).
+        with journal_lock:
+            row = journal.intend(entry(action))
+        try:
+            outcome = _execute(runtime, action, build_cache, action.id in digested, watch)
+        except BaseException:
+            stop.set()  # something unforeseen: nothing more begins; the intent stays
+            raise
+        with journal_lock:
+            if outcome.status == "deleted":
+                journal.complete(row, entry(action))
+                deleted += 1
+            else:
+                journal.abandon(row)
         return outcome
 
     def settle(outcome: Outcome) -> None:
@@ -301,16 +334,87 @@ def apply_actions(
         if progress:
             progress(action, outcome)
 
+    with _stopped_by_sigint(stop):
+        _run_in_order(valid, run, settle, workers, stop, lambda: deleted)
+    return result
+
+
+@contextlib.contextmanager
+def _stopped_by_sigint(stop: threading.Event) -> Iterator[None]:
+    """SIGINT sets `stop` before it interrupts, so that no worker begins another deletion
+    after it; the handler that was there before is put back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_in_order(valid: list[Action], run: Callable[[Action], Outcome | None],
+                  settle: Callable[[Outcome], None], workers: int, stop: threading.Event,
+                  deleted: Callable[[], int]) -> None:
     # Containers first (their removal can only free), then images, volumes, build cache; a
     # bounded number in flight within each kind.
     for kind in ("container", "image", "volume", "build-cache"):
         group = [a for a in valid if a.kind == kind]
         if not group:
             continue
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        try:
             for outcome in pool.map(run, group):
-                settle(outcome)
-    return result
+                if outcome is not None:
+                    settle(outcome)
+        except BaseException as exc:
+            # What has not begun does not; what is in flight finishes and is journalled.
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise ApplyInterrupted(deleted()) from None
+            raise
+        pool.shutdown(wait=True)
+
+
+class ApplyInterrupted(ReclaimError):
+    """SIGINT during apply: what began finished and is in the journal; nothing else began."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, deleted: int) -> None:
+        super().__init__(f"interrupted after {deleted} deletion(s); the journal has them")
+        self.deleted = deleted
+
+
+def settle_interrupted(journal: Journal, inventory: Inventory) -> int:
+    """Settle the intents an interrupted apply left, against an inventory taken now; returns
+    how many turned out to be deletions (or removed tags)."""
+    current = _Current(inventory)
+    found = 0
+    for row, intent in journal.intents():
+        tags_now: tuple[str, ...] | None = None
+        if intent.kind == "image":
+            image = current.images.get(intent.object_id)
+            gone = image is None
+            tags_now = None if image is None else image.tags
+        elif intent.kind == "container":
+            gone = intent.object_id not in current.containers
+        elif intent.kind == "volume":
+            volume = current.volumes.get(intent.object_id)
+            gone = volume is None or volume.instance != intent.instance
+        else:
+            gone = False
+        record = interrupted(intent, gone=gone, tags_now=tags_now)
+        journal.settle(row, record)
+        found += record is not None
+    return found
 
 
 def measured_freed(before: Inventory, after: Inventory, build_cache_freed: int = 0) -> int:

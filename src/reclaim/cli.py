@@ -56,12 +56,24 @@ def _open_ledger(g: Globals, engine: EngineInfo) -> Ledger:
     """The engine's usage ledger. With --reset-state the old file is moved aside first (never
     deleted), for a database that cannot be read any more."""
     directory = Path(g.state_dir) if g.state_dir else state_store.default_state_dir()
-    path = state_store.ledger_path(directory, engine.runtime, engine.engine_id or engine.endpoint)
+    path = state_store.ledger_path(directory, engine.runtime, engine.state_name)
     if g.reset_state:
         aside = state_store.reset(path)
         if aside is not None:
             output.warning(f"the old state database was moved aside to {aside}")
-    return Ledger(state_store.Store(path))
+    elif not path.exists():
+        legacy = state_store.legacy_ledger_path(directory, engine.runtime,
+                                                engine.engine_id or engine.endpoint)
+        if state_store.adopt_legacy(legacy, path, engine.identity):
+            output.warning(f"the state database {legacy} (named by the engine id alone) was "
+                           f"copied to {path}, which this engine keeps from now")
+    store = state_store.Store(path)
+    try:
+        store.bind_engine(engine.identity)
+    except BaseException:
+        store.close()
+        raise
+    return Ledger(store)
 
 
 def _open_runtime(g: Globals, *, listings_from_disk: bool = False) -> DockerRuntime:
@@ -285,9 +297,12 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
     runtime = _open_runtime(g)
     try:
         engine = runtime.info()
-        if stored is not None and stored.engine_id and stored.engine_id != engine.engine_id:
+        if stored is not None and (stored.engine_id, stored.data_root) != \
+                (engine.engine_id, engine.data_root):
             raise UsageError(f"plan file {plan_file} was made for another engine "
-                             f"({stored.endpoint}, id {stored.engine_id}); not applied here")
+                             f"({stored.endpoint}, id {stored.engine_id}, data root "
+                             f"{stored.data_root}); this one is id {engine.engine_id}, data "
+                             f"root {engine.data_root}; not applied here")
         with apply_lock(state_dir, wait=not no_wait, on_wait=output.warning):
             # Watching the engine from before the inventory the actions are checked against:
             # whatever happens after that inventory, the watch sees. From now exactly, no
@@ -298,7 +313,6 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
             try:
                 if stored is not None:
                     actions, created = stored.actions, stored.created_at
-                    cache = stored.build_cache
                     ledger = _open_ledger(g, engine)
                     # A plan made earlier is re-validated against the engine as it is now.
                     before = runtime.inventory()
@@ -308,10 +322,8 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
                     # Planned a moment ago from this very inventory: it is the "before".
                     made, ledger, before = _make_plan(g, runtime, policy, no_progress)
                     actions, created = made.actions, made.created_at
-                    keep = policy.build_cache.keep_storage
-                    cache = (keep.bytes if keep else None, policy.build_cache.older_than)
                 try:
-                    result = _apply(runtime, ledger, before, actions, created, cache, yes=yes,
+                    result = _apply(runtime, ledger, before, actions, created, yes=yes,
                                     as_json=as_json, watch=watch)
                 finally:
                     ledger.store.close()
@@ -329,11 +341,16 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
 
 
 def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
-           actions: tuple[Action, ...], created: datetime,
-           cache: tuple[int | None, float | None], *, yes: bool, as_json: bool,
+           actions: tuple[Action, ...], created: datetime, *, yes: bool, as_json: bool,
            watch: UseWatch | None = None) -> ApplyResult:
-    from reclaim.apply import ApplyResult, apply_actions, measured_freed
+    from reclaim.apply import ApplyResult, apply_actions, measured_freed, settle_interrupted
     from reclaim.state.journal import Journal
+    journal = Journal(ledger.store)
+    # Under the lock, before anything new: what an apply killed mid-way left unsettled.
+    found = settle_interrupted(journal, before)
+    if found:
+        output.warning(f"{found} deletion(s) of an interrupted apply were confirmed and added "
+                       "to the journal")
     if not actions:
         return ApplyResult()
     if not yes and not output.confirm(
@@ -343,13 +360,13 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
         raise UsageError("not confirmed; nothing was deleted")
     cache_freed = 0
 
-    def prune_cache() -> int:
+    def prune_cache(keep_storage: int | None, older_than: float | None) -> int:
         nonlocal cache_freed
-        cache_freed = runtime.prune_build_cache(*cache)
+        cache_freed = runtime.prune_build_cache(keep_storage, older_than)
         return cache_freed
 
     with output.apply_progress(enabled=not as_json, actions=actions) as progress:
-        result = apply_actions(runtime, actions, before, ledger.images(), Journal(ledger.store),
+        result = apply_actions(runtime, actions, before, ledger.images(), journal,
                                now=lambda: datetime.now(UTC), plan_created=created,
                                build_cache=prune_cache, progress=progress, watch=watch)
     after = runtime.inventory()
@@ -370,18 +387,34 @@ def history(g: Globals, as_json: bool, limit: int | None) -> None:
     runtime = _open_runtime(g)
     try:
         engine = runtime.info()
+        ledger = _open_ledger(g, engine)
+        try:
+            journal = Journal(ledger.store)
+            if journal.intents():
+                _settle_if_idle(g, runtime, journal)
+            entries = journal.entries(limit)
+        finally:
+            ledger.store.close()
     finally:
         runtime.close()
-    ledger = _open_ledger(g, engine)
-    try:
-        entries = Journal(ledger.store).entries(limit)
-    finally:
-        ledger.store.close()
     if as_json:
         output.emit_json({"schema": "reclaim.history/v1",
                           "deletions": [output.journal_json(e) for e in entries]})
     else:
         output.show_history(entries)
+
+
+def _settle_if_idle(g: Globals, runtime: DockerRuntime, journal: Any) -> None:
+    """Settle an interrupted apply's intents, unless an apply runs now (its intents are in
+    flight, not interrupted): only with the apply lock, never waiting for it."""
+    from reclaim.apply import settle_interrupted
+    from reclaim.lock import LockBusy, apply_lock
+    state_dir = Path(g.state_dir) if g.state_dir else state_store.default_state_dir()
+    try:
+        with apply_lock(state_dir, wait=False):
+            settle_interrupted(journal, runtime.inventory())
+    except LockBusy:
+        output.warning("an apply is running: its deletions in flight are not shown yet")
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -13,11 +13,15 @@ shared, read-only `EMPTY_MAP`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import NamedTuple
+
+# What a state file name keeps of an engine id ("ABCD:EFGH:..." or a UUID).
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # The default of every Mapping field: one empty mapping, shared and read-only.
 EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
@@ -126,6 +130,11 @@ class Volume(NamedTuple):
     used_by: tuple[str, ...]  # container ids
     options: Mapping[str, str] = EMPTY_MAP
     created: datetime | None = None
+    # Which volume of that name this is: a volume removed and created again under the same
+    # name is another volume, with other data. The adapter's marker of this one (the engine's
+    # creation time, and where the data root is readable the volume directory's inode and
+    # change time, which tell apart two volumes created within the same second).
+    instance: str = ""
 
     @property
     def dangling(self) -> bool:
@@ -149,6 +158,21 @@ class EngineInfo(NamedTuple):
     # "overlay2", "containerd" (image store), ... how layers are laid out.
     image_store: str
     engine_id: str = ""
+
+    @property
+    def identity(self) -> str:
+        """What tells this engine from every other one on the host: its id and its data root.
+        The id alone does not: Docker 20.10 derives it from /etc/docker/key.json, which every
+        dockerd on a host shares whatever its data root."""
+        return f"{self.engine_id or self.endpoint}@{self.data_root or ''}"
+
+    @property
+    def state_name(self) -> str:
+        """The engine's part of a state file's name: `<id>-<crc32 of the data root>`."""
+        from binascii import crc32  # a builtin module: free to import
+
+        safe = _UNSAFE_IN_NAME.sub("_", self.engine_id or self.endpoint).strip("_") or "unknown"
+        return f"{safe}-{crc32((self.data_root or '').encode()):08x}"
 
     def to_json(self) -> dict[str, str | None]:
         """The `engine` object of the JSON contract (df, plan)."""

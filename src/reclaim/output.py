@@ -349,9 +349,14 @@ def _action_name(action: Action) -> str:
 
 
 def confirm(question: str) -> bool:
-    import click
-
-    return bool(click.confirm(question, default=False, err=True))
+    """Asked on stderr, answered on stdin. The end of input is a no, like any answer but
+    yes (SIGINT still interrupts)."""
+    sys.stderr.write(f"{question} [y/N]: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")
+    return answer.strip().lower() in ("y", "yes")
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reclaim.errors import EXIT_USAGE
-from reclaim.model import Container, ContainerState, Event
+from reclaim.model import Container, ContainerState, EngineInfo, Event, Volume
 from reclaim.recorder import Recorder
 from reclaim.runtimes.fake import FakeRuntime
 from reclaim.state.migrations import SCHEMA_VERSION
@@ -23,7 +23,9 @@ from reclaim.state.store import (
     StateError,
     StateWriteFailed,
     Store,
+    adopt_legacy,
     ledger_path,
+    legacy_ledger_path,
     reset,
 )
 from reclaim.state.usage import Ledger, Use
@@ -49,11 +51,75 @@ def test_created_private_and_atomic(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "state").iterdir() if p.name.startswith(".new-")] == []
 
 
-def test_ledger_file_is_named_by_engine_id(tmp_path: Path) -> None:
-    path = ledger_path(tmp_path, "docker", "ABCD:EF01:../x")
+def _engine(engine_id: str, data_root: str | None) -> EngineInfo:
+    return EngineInfo("docker", "unix:///x.sock", "20.10", "1.41", data_root, "overlay2",
+                      "overlay2", engine_id)
+
+
+def test_ledger_file_is_named_by_engine_id_and_data_root(tmp_path: Path) -> None:
+    engine = _engine("ABCD:EF01:../x", "/var/lib/docker")
+    path = ledger_path(tmp_path, "docker", engine.state_name)
     assert path.parent == tmp_path
     assert "/" not in path.name.removesuffix(".db")
     assert path.name.startswith("docker-ABCD_EF01")
+    # Two daemons sharing one key.json (so one id) with other data roots: two ledgers.
+    other = _engine("ABCD:EF01:../x", "/srv/docker2")
+    assert other.identity != engine.identity
+    assert ledger_path(tmp_path, "docker", other.state_name) != path
+    # The same daemon reached through another endpoint: the same ledger.
+    assert engine._replace(endpoint="tcp://127.0.0.1:2375").state_name == engine.state_name
+
+
+def test_a_ledger_is_refused_to_another_engine(tmp_path: Path) -> None:
+    path = tmp_path / "docker-X.db"
+    store = Store(path)
+    store.bind_engine("X@/var/lib/docker")
+    store.bind_engine("X@/var/lib/docker")  # its own engine again: fine
+    with pytest.raises(StateError, match="belongs to engine X@/var/lib/docker") as info:
+        store.bind_engine("X@/srv/docker2")
+    assert info.value.exit_code == EXIT_USAGE
+    store.close()
+
+
+def test_a_legacy_ledger_is_adopted_once_and_kept(tmp_path: Path) -> None:
+    first, second = _engine("ID", "/var/lib/docker"), _engine("ID", "/srv/docker2")
+    legacy = legacy_ledger_path(tmp_path, "docker", "ID")
+    old = Ledger(Store(legacy))
+    with old.store.transaction() as db:
+        db.execute("INSERT INTO journal (at, kind, object_id, rule) VALUES (1, 'image', 'x', 'r')")
+    old.store.close()
+
+    path1 = ledger_path(tmp_path, "docker", first.state_name)
+    assert adopt_legacy(legacy, path1, first.identity)
+    adopted = Store(path1)
+    adopted.bind_engine(first.identity)  # the copy already names its engine
+    assert adopted.conn.execute("SELECT object_id FROM journal").fetchall() == [("x",)]
+    adopted.close()
+    # The second daemon of that id does not take the first one's history too.
+    path2 = ledger_path(tmp_path, "docker", second.state_name)
+    assert not adopt_legacy(legacy, path2, second.identity)
+    assert not path2.exists()
+    # The old file is still there, untouched but for the note of who adopted it.
+    assert sqlite3.connect(legacy).execute("SELECT count(*) FROM journal").fetchone() == (1,)
+    # Adopting again is a no-op.
+    assert not adopt_legacy(legacy, path1, first.identity)
+
+
+def test_a_volume_created_again_under_its_name_starts_a_new_dangling_time(
+        tmp_path: Path) -> None:
+    runtime = FakeRuntime()
+    volume = Volume("v", "local", {}, True, "/v/_data", 10, ())
+    runtime.add_volume(volume)
+    led = ledger(tmp_path)
+    led.observe(runtime.inventory(), T0)
+    led.observe(runtime.inventory(), T0 + timedelta(days=3))
+    assert led.volume_dangling_since() == {"v": T0}
+    # Removed and created again, between two looks of reclaim.
+    runtime.remove_volume("v")
+    runtime.add_volume(volume)
+    later = T0 + timedelta(days=3, seconds=1)
+    led.observe(runtime.inventory(), later)
+    assert led.volume_dangling_since() == {"v": later}
 
 
 def test_a_database_from_a_newer_reclaim_is_refused_untouched(tmp_path: Path) -> None:

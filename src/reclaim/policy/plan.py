@@ -55,6 +55,11 @@ class Action:
     reason: Reason
     # What the decision rested on, for re-validation at apply time: the image's age basis.
     basis: datetime | None = None
+    # Which object of that id: a volume's `Volume.instance` (a name can be used again).
+    instance: str = ""
+    # The build-cache prune's bounds, which apply passes to the engine and nothing else:
+    # (keep_storage in bytes, older_than in seconds), at least one of them set.
+    prune: tuple[int | None, float | None] | None = None
 
 
 class Kept(NamedTuple):
@@ -147,11 +152,30 @@ def _plan(
     kept += volume_kept
 
     if policy.build_cache.enabled:
-        predicted, detail = _build_cache_prediction(inventory, policy, filesystem)
-        actions.append(Action("build-cache", "build-cache", (), predicted,
-                              Reason("build-cache", detail)))
+        bounds = _build_cache_bounds(policy, filesystem)
+        if bounds is None:
+            warnings.append("build_cache.keep_storage is a percentage of the engine's "
+                            "filesystem, which cannot be read from here: the build cache is "
+                            "not pruned")
+        else:
+            predicted, detail = _build_cache_prediction(inventory, policy, filesystem)
+            actions.append(Action("build-cache", "build-cache", (), predicted,
+                                  Reason("build-cache", detail), prune=bounds))
     return Plan(now, inventory.engine, policy, tuple(actions), tuple(kept), tuple(warnings),
                 filesystem)
+
+
+def _build_cache_bounds(policy: Policy, filesystem: FilesystemUsage | None
+                        ) -> tuple[int | None, float | None] | None:
+    """The prune's bounds as the engine takes them, or None when they cannot be resolved: a
+    prune is never sent with fewer bounds than the policy gives (dropping a keep_storage the
+    engine cannot be told would prune everything)."""
+    keep, older = policy.build_cache.keep_storage, policy.build_cache.older_than
+    if keep is None:
+        return (None, older)
+    if keep.bytes is None and filesystem is None:
+        return None
+    return (keep.resolve(filesystem.total_bytes if filesystem else 0), older)
 
 
 def _build_cache_prediction(inventory: Inventory, policy: Policy,
@@ -601,7 +625,7 @@ def _volumes(volumes: tuple[Volume, ...], policy: Policy, now: datetime,
             if age > rules.dangling_after:
                 actions.append(Action("volume", v.name, (), v.bytes or 0,
                                       Reason("dangling-volume", f"dangling {_ago(age)}"),
-                                      dangling_since))
+                                      dangling_since, v.instance))
             else:
                 keep("dangling-volume", f"dangling {_ago(age)}, within dangling_after "
                      f"{_ago(rules.dangling_after)}")

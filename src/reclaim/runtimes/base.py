@@ -63,6 +63,11 @@ class Runtime(Protocol):
         """Remove one stopped container. Never forced; a running one raises `InUse`."""
         ...
 
+    def volume_instance(self, name: str) -> str | None:
+        """`Volume.instance` of the volume of that name right now, or None when there is none
+        (for the re-check just before a volume is removed)."""
+        ...
+
     def remove_volume(self, name: str) -> None:
         """Remove one volume. Never forced; one in use raises `InUse`."""
         ...

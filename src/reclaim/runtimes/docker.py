@@ -498,8 +498,7 @@ class DockerRuntime:
     def _record_cache_path(self, info: EngineInfo) -> str | None:
         if self.record_cache_dir is None:
             return None
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", info.engine_id or self.endpoint).strip("_")
-        return os.path.join(self.record_cache_dir, f"docker-{safe or 'unknown'}.records")
+        return os.path.join(self.record_cache_dir, f"docker-{info.state_name}.records")
 
     def _prefetch_overlay2(self, info: EngineInfo) -> dict[str, LayerInfo] | None:
         """Every image the store holds on disk, read while the engine is still answering the
@@ -807,9 +806,33 @@ class DockerRuntime:
                     used_by=tuple(users.get(name, ())),
                     options=options,
                     created=parse_time(raw.get("CreatedAt")),
+                    instance=self._volume_instance(raw),
                 )
             )
         return volumes
+
+    def _volume_instance(self, raw: dict[str, Any]) -> str:
+        """`Volume.instance`: the engine's CreatedAt (to the second), and for a local volume
+        whose directory this process can read, that directory's inode and change time (to
+        the nanosecond; the directory holds only `_data`, so nothing changes it after its
+        creation but a chmod or chown, and then the volume is merely taken for a new one)."""
+        marker = str(raw.get("CreatedAt") or "")
+        mountpoint = str(raw.get("Mountpoint") or "")
+        if self.read_disk and mountpoint and str(raw.get("Driver") or "local") == "local" \
+                and not raw.get("Options"):
+            try:
+                st = os.stat(os.path.dirname(mountpoint))
+            except OSError:
+                return marker
+            marker += f"/{st.st_ino}.{st.st_ctime_ns}"
+        return marker
+
+    def volume_instance(self, name: str) -> str | None:
+        try:
+            raw = self._get_json(f"/volumes/{quote(name, safe='')}", f"inspect volume {name}")
+        except NotFound:
+            return None
+        return self._volume_instance(raw) if isinstance(raw, dict) else None
 
     def _system_df(self, info: EngineInfo, sizes: bool) -> dict[str, Any] | None:
         """The build cache. Engines from 23.0 (API 1.42) list it alone, cheaply; older ones only

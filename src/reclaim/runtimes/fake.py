@@ -53,6 +53,7 @@ class FakeRuntime:
         # While down, every call that needs the engine fails as an unreachable one does.
         self.down = False
         self._tag_owner: dict[str, str] = {}
+        self._volumes_made = 0
         # Inodes each layer holds on disk, by chain id; a layer without one cannot be counted
         # (as on a store the adapter cannot read).
         self.inodes: dict[str, int] = {}
@@ -121,6 +122,10 @@ class FakeRuntime:
         return container
 
     def add_volume(self, volume: Volume) -> Volume:
+        # Each volume created is a new instance, even under a name used before.
+        if not volume.instance:
+            self._volumes_made += 1
+            volume = volume._replace(instance=f"fake-volume-{self._volumes_made}")
         self.volumes[volume.name] = volume
         return volume
 
@@ -216,6 +221,11 @@ class FakeRuntime:
         if not container.state.stopped:
             raise InUse(f"cannot remove container {container_id}: it is {container.state.value}")
         del self.containers[container_id]
+
+    def volume_instance(self, name: str) -> str | None:
+        self._check_up()
+        volume = self.volumes.get(name)
+        return None if volume is None else volume.instance
 
     def remove_volume(self, name: str) -> None:
         if name not in self.volumes:

@@ -76,6 +76,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX quarantine_by_time ON quarantine (created);
     """,
+    # 4: a volume is its name and its instance (a volume created again under the same name is
+    # another one); journal rows are written as an intent before each deletion and completed
+    # after it, so that a deletion interrupted by a kill is still found in the journal.
+    """
+    ALTER TABLE volumes ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+    ALTER TABLE journal ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+    ALTER TABLE journal ADD COLUMN state TEXT NOT NULL DEFAULT 'done'
+        CHECK (state IN ('intent', 'done'));
+    CREATE INDEX journal_intents ON journal (state) WHERE state = 'intent';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

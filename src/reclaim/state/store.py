@@ -1,8 +1,10 @@
 """The SQLite file: where it lives, how it is created, opened, migrated and written.
 
-One file per engine, named by the engine's own id (`docker-<ID>.db`): the same daemon reached
-through two endpoints keeps one history, and two daemons on one host (rootful and rootless, or a
-test engine) never mix theirs. The directory is 0700 and the file 0600; a new file is built
+One file per engine, named by the engine's id and its data root (`docker-<ID>-<crc>.db`, see
+`EngineInfo.identity`): the same daemon reached through two endpoints keeps one history, and two
+daemons on one host (rootful and rootless, a test engine, or two dockerd that share one
+key.json and so one id) never mix theirs. The file records the identity it belongs to and is
+refused to any other engine. The directory is 0700 and the file 0600; a new file is built
 aside and linked into place, so a reader never sees a half-made database.
 
 Every write is one short `BEGIN IMMEDIATE` transaction. WAL with `synchronous=NORMAL` means a
@@ -52,10 +54,86 @@ def default_state_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "reclaim"
 
 
-def ledger_path(state_dir: Path, runtime: str, engine_id: str) -> Path:
-    # Docker's ids look like "ABCD:EFGH:..." or a UUID; keep the file name plain.
+def ledger_path(state_dir: Path, runtime: str, state_name: str) -> Path:
+    """`state_name` is `EngineInfo.state_name`: the engine id and its data root."""
+    return state_dir / f"{runtime}-{state_name}.db"
+
+
+def legacy_ledger_path(state_dir: Path, runtime: str, engine_id: str) -> Path:
+    """Where earlier versions kept an engine's ledger: named by the engine id alone."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", engine_id).strip("_") or "unknown"
     return state_dir / f"{runtime}-{safe}.db"
+
+
+# The checkpoint row that names the engine (`EngineInfo.identity`) a ledger belongs to.
+ENGINE_KEY = "engine.identity"
+# In a ledger named by the engine id alone: the identity of the engine that adopted it.
+ADOPTED_KEY = "adopted.by"
+
+
+def adopt_legacy(legacy: Path, path: Path, identity: str) -> bool:
+    """Copy a ledger named by the engine id alone to the name of the engine that opens it
+    first, which then owns its history. The old file stays where it is (nothing is ever
+    deleted) and says who adopted it, so that a second daemon that shares the id (and so the
+    old file) starts a ledger of its own instead of taking the first one's history too.
+    The copy is SQLite's online backup: consistent while another reclaim writes the file."""
+    if path.exists() or not legacy.is_file():
+        return False
+    try:
+        old = sqlite3.connect(f"file:{legacy}?mode=rw", uri=True, timeout=10.0,
+                              isolation_level=None)
+    except sqlite3.Error:
+        return False
+    try:
+        # Adopted already (by this engine or another one): nothing more to take from it.
+        row = old.execute("SELECT value FROM checkpoint WHERE key = ?", (ADOPTED_KEY,)).fetchone()
+        if row is not None:
+            return False
+        version = int(old.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            return False  # a newer reclaim's file: not ours to read, let alone copy
+        # Claimed first, in one transaction, so that of two engines sharing the old file
+        # exactly one takes its history; copied after (a backup does not run inside a write
+        # transaction of its source).
+        old.execute("BEGIN IMMEDIATE")
+        try:
+            claimed = old.execute("SELECT 1 FROM checkpoint WHERE key = ?",
+                                  (ADOPTED_KEY,)).fetchone() is None
+            if claimed:
+                old.execute("INSERT INTO checkpoint (key, value) VALUES (?, ?)",
+                            (ADOPTED_KEY, identity))
+            old.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                old.execute("ROLLBACK")
+            raise
+        if not claimed:
+            return False
+        import tempfile
+
+        fd, tmp_name = tempfile.mkstemp(prefix=".adopt-", suffix=".db", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            os.chmod(tmp, 0o600)
+            new = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                old.backup(new)
+                new.execute("DELETE FROM checkpoint WHERE key = ?", (ADOPTED_KEY,))
+                new.execute("INSERT OR REPLACE INTO checkpoint (key, value) VALUES (?, ?)",
+                            (ENGINE_KEY, identity))
+            finally:
+                new.close()
+            os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except FileExistsError:
+        return False  # another reclaim of this engine adopted it meanwhile
+    except (sqlite3.Error, OSError):
+        return False  # unreadable: the engine starts a ledger of its own, the old file stays
+    finally:
+        old.close()
+    return True
 
 
 class Store:
@@ -148,6 +226,20 @@ class Store:
         # The failed statement may already have rolled the transaction back.
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("ROLLBACK")
+
+    def bind_engine(self, identity: str) -> None:
+        """Record which engine this ledger belongs to, or refuse it to any other engine."""
+        row = self.conn.execute("SELECT value FROM checkpoint WHERE key = ?",
+                                (ENGINE_KEY,)).fetchone()
+        if row is None:
+            with self.transaction() as db:
+                db.execute("INSERT OR IGNORE INTO checkpoint (key, value) VALUES (?, ?)",
+                           (ENGINE_KEY, identity))
+        elif str(row[0]) != identity:
+            raise StateError(
+                f"the state database {self.path} belongs to engine {row[0]}, not {identity}; "
+                "it was not touched",
+                hint="point --state-dir elsewhere for this engine")
 
     def integrity_ok(self) -> bool:
         return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

@@ -159,13 +159,20 @@ class Ledger:
     def _observe_volumes(self, db: sqlite3.Connection, inventory: Inventory,
                          now: datetime) -> None:
         # A volume's dangling time starts when reclaim first sees it without users, and
-        # ends whenever a container uses it again.
+        # ends whenever a container uses it again. A volume of a known name but another
+        # instance was removed and created again: a new volume, whose time starts now. (So
+        # does a row from before instances were recorded: its clock restarts once.)
         db.executemany(
-            "INSERT INTO volumes (name, first_seen, dangling_since) VALUES (?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET gone_at = NULL, dangling_since ="
-            " CASE WHEN excluded.dangling_since IS NULL THEN NULL"
-            " ELSE COALESCE(volumes.dangling_since, excluded.dangling_since) END",
-            [(v.name, _ts(now), _ts(now) if v.dangling else None) for v in inventory.volumes],
+            "INSERT INTO volumes (name, first_seen, dangling_since, instance) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET gone_at = NULL,"
+            " first_seen = CASE WHEN volumes.instance = excluded.instance"
+            " THEN volumes.first_seen ELSE excluded.first_seen END,"
+            " dangling_since = CASE WHEN excluded.dangling_since IS NULL THEN NULL"
+            " WHEN volumes.instance <> excluded.instance THEN excluded.dangling_since"
+            " ELSE COALESCE(volumes.dangling_since, excluded.dangling_since) END,"
+            " instance = excluded.instance",
+            [(v.name, _ts(now), _ts(now) if v.dangling else None, v.instance)
+             for v in inventory.volumes],
         )
         present = {v.name for v in inventory.volumes}
         held = [str(row[0]) for row in
