@@ -22,6 +22,8 @@ from reclaim.errors import (
     EXIT_OK,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
+    ClosedPipe,
+    OutputFailed,
     PartialFailure,
     ReclaimError,
     UsageError,
@@ -456,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     """The error boundary: every expected failure is one line and an exit code."""
     try:
         cli.main(args=argv, prog_name="reclaim", standalone_mode=False)
+        output.flush()
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -465,7 +468,10 @@ def main(argv: list[str] | None = None) -> int:
         output.error("interrupted")
         return EXIT_INTERRUPTED
     except ReclaimError as exc:
-        output.error(exc.message, exc.hint)
+        if isinstance(exc, OutputFailed):
+            output.discard_stdout()
+        if not isinstance(exc, ClosedPipe):  # the reader left: nothing to tell anyone
+            output.error(exc.message, exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         output.error("interrupted")

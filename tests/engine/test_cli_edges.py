@@ -1,0 +1,74 @@
+"""The command line at its edges, on real engines: output that cannot be written, a locale or
+a terminal width that cannot show the tables as they are, a damaged or read-only ledger, and
+numbers out of any range. Each is one line and the contract's exit code, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.conftest import Seeded
+
+pytestmark = pytest.mark.engine
+
+
+def reclaim(seeded: Seeded, *args: str, env: dict[str, str] | None = None,
+            **popen: Any) -> subprocess.CompletedProcess[str]:
+    """The real command line, as a shell runs it (whole process)."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    return subprocess.run(
+        [sys.executable, "-m", "reclaim", "--engine", seeded.engine.url, *args],
+        stderr=subprocess.PIPE, text=True, timeout=300, check=False,
+        env={**os.environ, **(env or {})}, **popen,
+    )
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["df"], ["df", "-v"], ["df", "--json"]])
+def test_df_into_a_full_disk_exits_74_with_one_line(seeded: Seeded, args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        done = reclaim(seeded, *args, stdout=full)
+    assert done.returncode == 74, done.stderr
+    assert done.stderr.splitlines() == ["reclaim: write error: No space left on device"]
+
+
+def test_df_with_stdout_closed_exits_74_with_one_line(seeded: Seeded) -> None:
+    done = reclaim(seeded, "df", stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(1))
+    assert done.returncode == 74, done.stderr
+    assert done.stderr.splitlines() == ["reclaim: write error: standard output is closed"]
+
+
+@pytest.mark.parametrize("args", [["df"], ["df", "-v"], ["df", "--json"]])
+def test_df_into_a_closed_pipe_ends_quietly(seeded: Seeded, args: list[str]) -> None:
+    # `reclaim df | head -1`, with head gone before the first write.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = reclaim(seeded, *args, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == ""  # no traceback, no "Exception ignored" at exit
+
+
+def test_df_in_an_ascii_only_locale_replaces_what_it_cannot_show(seeded: Seeded) -> None:
+    done = reclaim(seeded, "df", "-v",
+                   env={"LANG": "C", "LC_ALL": "C", "PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0, done.stderr
+    assert "RECLAIMABLE" in done.stdout
+    # Anonymous volumes' names are shortened with an ellipsis, which ASCII has not.
+    assert any(len(line) > 12 and "?" in line for line in done.stdout.splitlines())
+
+
+@pytest.mark.parametrize("columns", ["0", "-1", "x"])
+def test_df_with_a_nonsensical_width_prints_the_table(seeded: Seeded, columns: str) -> None:
+    done = reclaim(seeded, "df", env={"COLUMNS": columns})
+    assert done.returncode == 0, done.stderr
+    assert "RECLAIMABLE" in done.stdout
+    assert "Images" in done.stdout
