@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -364,7 +365,8 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="The journal as JSON.")
-@click.option("-n", "--limit", type=int, default=None, help="Only the newest N deletions.")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=None,
+              help="Only the newest N deletions.")
 @click.pass_obj
 def history(g: Globals, as_json: bool, limit: int | None) -> None:
     """The deletion journal: what reclaim deleted, when, and why."""
@@ -376,7 +378,9 @@ def history(g: Globals, as_json: bool, limit: int | None) -> None:
         runtime.close()
     ledger = _open_ledger(g, engine)
     try:
-        entries = Journal(ledger.store).entries(limit)
+        # A limit past what SQLite counts to is every deletion; 0 is none (not "no limit").
+        limit = None if limit is None else min(limit, 2**63 - 1)
+        entries = Journal(ledger.store).entries(limit) if limit != 0 else []
     finally:
         ledger.store.close()
     if as_json:
@@ -476,11 +480,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         output.error("interrupted")
         return EXIT_INTERRUPTED
+    except sqlite3.DatabaseError as exc:
+        # Any query can meet a damaged page or a read-only file, not only the opening one.
+        failure = state_store.failure(exc)
+        if failure is None:
+            return _crashed()
+        output.error(failure.message, failure.hint)
+        return failure.exit_code
     except Exception:
-        log = _write_crash_log()
-        output.error(f"unexpected error; the traceback is in {log}")
-        return EXIT_UNEXPECTED
+        return _crashed()
     return EXIT_OK
+
+
+def _crashed() -> int:
+    log = _write_crash_log()
+    output.error(f"unexpected error; the traceback is in {log}")
+    return EXIT_UNEXPECTED
 
 
 def _write_crash_log() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,3 +73,60 @@ def test_df_with_a_nonsensical_width_prints_the_table(seeded: Seeded, columns: s
     assert done.returncode == 0, done.stderr
     assert "RECLAIMABLE" in done.stdout
     assert "Images" in done.stdout
+
+
+# -- the ledger --------------------------------------------------------------------------------
+
+# A policy that deletes nothing even where it runs to the end: everything was seen within
+# the last ten years. Only the failure is under test; the seeded engine is shared.
+HARMLESS = ["--min-age", "3650d", "--quota", "0", "--yes"]
+
+
+def images_now(seeded: Seeded) -> dict[str, list[str]]:
+    client = seeded.client()
+    try:
+        return {i["Id"]: sorted(i.get("RepoTags") or []) for i in client.images(all=True)}
+    finally:
+        client.close()
+
+
+def damage_middle_pages(path: Path) -> bytes:
+    """Garbage over every page but the first: the header and the schema read as before, the
+    tables do not."""
+    data = path.read_bytes()
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) >= 3 * page
+    damaged = data[:page] + (b"garbage!" * len(data))[: len(data) - page]
+    path.write_bytes(damaged)
+    return damaged
+
+
+@pytest.mark.parametrize("command", [["df"], ["df", "--json"], ["plan", "--max-age", "30d"],
+                                     ["apply", *HARMLESS]])
+def test_a_ledger_damaged_in_its_middle_is_one_line_and_exit_2(
+    seeded: Seeded, tmp_path: Path, command: list[str]
+) -> None:
+    assert reclaim(seeded, "--state-dir", str(tmp_path), "df").returncode == 0
+    (ledger,) = tmp_path.glob("docker-*.db")
+    damaged = damage_middle_pages(ledger)
+    before = images_now(seeded)
+    done = reclaim(seeded, "--state-dir", str(tmp_path), *command)
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.splitlines()
+    assert err[0].startswith(f"reclaim: the state database {ledger} is damaged"), err
+    assert "--reset-state" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert ledger.read_bytes() == damaged  # never silently reset
+    assert images_now(seeded) == before
+
+
+@pytest.mark.parametrize("limit", [str(10**30), "0"])
+def test_history_takes_a_limit_of_any_size(seeded: Seeded, tmp_path: Path, limit: str) -> None:
+    done = reclaim(seeded, "--state-dir", str(tmp_path), "history", "-n", limit)
+    assert done.returncode == 0, done.stderr
+
+
+def test_history_refuses_a_negative_limit(seeded: Seeded, tmp_path: Path) -> None:
+    done = reclaim(seeded, "--state-dir", str(tmp_path), "history", "-n", "-5")
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1
