@@ -5,8 +5,11 @@ numbers out of any range. Each is one line and the contract's exit code, never a
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +133,54 @@ def test_history_refuses_a_negative_limit(seeded: Seeded, tmp_path: Path) -> Non
     done = reclaim(seeded, "--state-dir", str(tmp_path), "history", "-n", "-5")
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1
+
+
+# -- a state directory apply cannot write -------------------------------------------------------
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """Read-only for root too, whom modes do not stop: immutable."""
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def apply_refused(seeded: Seeded, state: Path) -> str:
+    before = images_now(seeded)
+    done = reclaim(seeded, "--state-dir", str(state), "apply", *HARMLESS)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert images_now(seeded) == before
+    return done.stderr.splitlines()[0]
+
+
+def test_apply_with_a_state_dir_that_is_a_file(seeded: Seeded, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.write_text("")
+    assert apply_refused(seeded, state) == (
+        f"reclaim: the state directory {state} is not a directory")
+
+
+def test_apply_with_a_read_only_state_dir(seeded: Seeded, tmp_path: Path) -> None:
+    assert reclaim(seeded, "--state-dir", str(tmp_path), "df").returncode == 0
+    with read_only(tmp_path):  # no lock file in it yet
+        assert apply_refused(seeded, tmp_path).startswith(
+            f"reclaim: cannot open the apply lock {tmp_path / 'apply.lock'}")
+    done = reclaim(seeded, "--state-dir", str(tmp_path), "apply", *HARMLESS)
+    assert done.returncode == 0, done.stderr
+    with read_only(tmp_path):  # the lock file there, the ledger's companions not
+        assert "the state database" in apply_refused(seeded, tmp_path)
+
+
+def test_apply_with_a_read_only_ledger(seeded: Seeded, tmp_path: Path) -> None:
+    assert reclaim(seeded, "--state-dir", str(tmp_path), "df").returncode == 0
+    (ledger,) = tmp_path.glob("docker-*.db")
+    # Forgotten images: the catch-up before planning has to write them again.
+    with sqlite3.connect(ledger) as db:
+        db.execute("DELETE FROM images")
+    with read_only(ledger):
+        assert apply_refused(seeded, tmp_path).startswith(
+            f"reclaim: cannot write the state database {ledger}")
