@@ -160,9 +160,11 @@ _POLICY_FLAGS: tuple[tuple[str, str, str, str], ...] = (
     ("--keep-latest", "images", "keep_latest", "Keep the N most recently used tags per repo."),
     ("--dangling", "images", "dangling", "like-others | after-min-age"),
     ("--containers-exited-after", "containers", "exited_after",
-     "Remove exited containers finished this long ago."),
+     "Remove exited containers finished this long ago (at least 1m: a container that young "
+     "may be about to start)."),
     ("--containers-created-after", "containers", "created_after",
-     "Remove never-started containers created this long ago."),
+     "Remove never-started containers created this long ago (at least 1m: a container that "
+     "young may be about to start)."),
     ("--volumes-dangling-after", "volumes", "dangling_after",
      "Remove anonymous volumes dangling this long."),
     ("--build-cache-keep-storage", "build_cache", "keep_storage",
