@@ -122,12 +122,12 @@ def filesystem(store_bytes: int, freeable_inodes: int) -> FilesystemUsage:
 
 def policies(store_bytes: int) -> list[tuple[str, dict[str, Any], str]]:
     """(name, image settings, what else the plan gets: "", "fs" or "reuse")."""
-    half = store_bytes // 2
+    half = f"{store_bytes // 2}B"  # a size says its unit
     return [
         ("quota (half the store, LRU)", {"quota": half}, ""),
         # Half the store cannot be met (half the images are in use): every allowed image goes.
         # A quota the unused images can meet also runs the drop-back pass of the eviction.
-        ("quota (90% of the store, met, LRU)", {"quota": store_bytes * 9 // 10}, ""),
+        ("quota (90% of the store, met, LRU)", {"quota": f"{store_bytes * 9 // 10}B"}, ""),
         ("max_age 30d", {"max_age": "30d"}, ""),
         ("keep patterns + keep_latest 3 + quota", {
             "keep": ["app1*:*", "app7?:*", "app42:*"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,8 @@ from reclaim.errors import (
     EXIT_OK,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
+    ClosedPipe,
+    OutputFailed,
     PartialFailure,
     ReclaimError,
     UsageError,
@@ -169,9 +172,11 @@ _POLICY_FLAGS: tuple[tuple[str, str, str, str], ...] = (
     ("--keep-latest", "images", "keep_latest", "Keep the N most recently used tags per repo."),
     ("--dangling", "images", "dangling", "like-others | after-min-age"),
     ("--containers-exited-after", "containers", "exited_after",
-     "Remove exited containers finished this long ago."),
+     "Remove exited containers finished this long ago (at least 1m: a container that young "
+     "may be about to start)."),
     ("--containers-created-after", "containers", "created_after",
-     "Remove never-started containers created this long ago."),
+     "Remove never-started containers created this long ago (at least 1m: a container that "
+     "young may be about to start)."),
     ("--volumes-dangling-after", "volumes", "dangling_after",
      "Remove anonymous volumes dangling this long."),
     ("--build-cache-keep-storage", "build_cache", "keep_storage",
@@ -379,7 +384,8 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="The journal as JSON.")
-@click.option("-n", "--limit", type=int, default=None, help="Only the newest N deletions.")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=None,
+              help="Only the newest N deletions.")
 @click.pass_obj
 def history(g: Globals, as_json: bool, limit: int | None) -> None:
     """The deletion journal: what reclaim deleted, when, and why."""
@@ -392,7 +398,9 @@ def history(g: Globals, as_json: bool, limit: int | None) -> None:
             journal = Journal(ledger.store)
             if journal.intents():
                 _settle_if_idle(g, runtime, journal)
-            entries = journal.entries(limit)
+            # A limit past what SQLite counts to is every deletion; 0 is none (not "no limit").
+            limit = None if limit is None else min(limit, 2**63 - 1)
+            entries = journal.entries(limit) if limit != 0 else []
         finally:
             ledger.store.close()
     finally:
@@ -489,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     """The error boundary: every expected failure is one line and an exit code."""
     try:
         cli.main(args=argv, prog_name="reclaim", standalone_mode=False)
+        output.flush()
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -498,16 +507,30 @@ def main(argv: list[str] | None = None) -> int:
         output.error("interrupted")
         return EXIT_INTERRUPTED
     except ReclaimError as exc:
-        output.error(exc.message, exc.hint)
+        if isinstance(exc, OutputFailed):
+            output.discard_stdout()
+        if not isinstance(exc, ClosedPipe):  # the reader left: nothing to tell anyone
+            output.error(exc.message, exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         output.error("interrupted")
         return EXIT_INTERRUPTED
+    except sqlite3.DatabaseError as exc:
+        # Any query can meet a damaged page or a read-only file, not only the opening one.
+        failure = state_store.failure(exc)
+        if failure is None:
+            return _crashed()
+        output.error(failure.message, failure.hint)
+        return failure.exit_code
     except Exception:
-        log = _write_crash_log()
-        output.error(f"unexpected error; the traceback is in {log}")
-        return EXIT_UNEXPECTED
+        return _crashed()
     return EXIT_OK
+
+
+def _crashed() -> int:
+    log = _write_crash_log()
+    output.error(f"unexpected error; the traceback is in {log}")
+    return EXIT_UNEXPECTED
 
 
 def _write_crash_log() -> str:

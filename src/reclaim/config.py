@@ -24,18 +24,35 @@ def config_path(flag: str | None) -> Path | None:
     return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
 
 
+# Far more than any policy needs; a larger "config" is the wrong file (or /dev/zero).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_file(path: Path | None) -> dict[str, dict[str, Any]]:
     if path is None:
         return {}
     try:
         with open(path, "rb") as f:
-            doc = tomllib.load(f)
+            # Bounded: a device or a huge file is refused without reading it all.
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError as exc:
         raise UsageError(f"config file {path} does not exist") from exc
     except OSError as exc:
         raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; "
+                         "is it the right file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} at "
+                         f"offset {exc.start}); TOML files are UTF-8") from exc
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: nested too deeply") from exc
     for section, values in doc.items():
         if not isinstance(values, dict):
             raise UsageError(f"config file {path}: {section} must be a [section]")

@@ -7,8 +7,12 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 EXIT_ENGINE = 3
-EXIT_INTERRUPTED = 130
 EXIT_UNEXPECTED = 70
+EXIT_IOERR = 74  # sysexits' EX_IOERR: the output could not be written
+EXIT_INTERRUPTED = 130
+# What a shell reports for a process that SIGPIPE ended (128 + 13): the reader of the output
+# went away, which is the reader's choice (`reclaim df | head -1`), not a failure of reclaim.
+EXIT_CLOSED_PIPE = 141
 
 
 class ReclaimError(Exception):
@@ -58,3 +62,15 @@ class PartialFailure(ReclaimError):
     """Some items failed; the rest were done."""
 
     exit_code = EXIT_PARTIAL
+
+
+class OutputFailed(ReclaimError):
+    """Standard output could not be written (closed, or a full disk behind it)."""
+
+    exit_code = EXIT_IOERR
+
+
+class ClosedPipe(OutputFailed):
+    """The reader of standard output went away; reclaim ends quietly."""
+
+    exit_code = EXIT_CLOSED_PIPE

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 
 from reclaim.df import DfReport
+from reclaim.errors import ClosedPipe, OutputFailed
 from reclaim.lastuse import Usage
 from reclaim.runtimes.base import Progress as ProgressFn
 from reclaim.runtimes.base import no_progress
@@ -31,13 +34,93 @@ if TYPE_CHECKING:
 # script do not pay its start-up.
 
 
-@functools.cache
+# Widths outside these are not a terminal's (COLUMNS=0 would print every table as nothing).
+_MIN_WIDTH, _MAX_WIDTH = 20, 10_000
+# Piped output keeps whole rows (a pipe has no width of its own; 80 columns would wrap).
+_PIPE_WIDTH = 160
+
+
 def _stdout() -> Console:
+    stream = _writable_stdout()
+    # Whatever the locale's encoding cannot show (an ASCII-only locale, `…` in a name)
+    # becomes a replacement character rather than a crash halfway through a table.
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        stream.reconfigure(errors="replace")
+    return _console(_width(stream))
+
+
+def _writable_stdout() -> TextIO:
+    if sys.stdout is None:  # started with its standard output closed
+        raise OutputFailed("write error: standard output is closed")
+    return sys.stdout
+
+
+def _width(stream: TextIO) -> int:
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isascii() and columns.isdigit() and _MIN_WIDTH <= int(columns) <= _MAX_WIDTH:
+        return int(columns)
+    if stream.isatty():
+        try:
+            width = os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError):
+            width = 0
+        return width if _MIN_WIDTH <= width <= _MAX_WIDTH else 80
+    return _PIPE_WIDTH
+
+
+@functools.cache
+def _console(width: int) -> Console:
     from rich.console import Console
 
-    # Piped output keeps whole rows (a pipe has no width of its own; 80 columns would wrap).
-    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-    return Console(highlight=False, soft_wrap=False, width=width)
+    class _Stdout(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich's own answer exits 1 ("partial" here); the closed pipe is told apart.
+            raise ClosedPipe("standard output is a closed pipe")
+
+    return _Stdout(highlight=False, soft_wrap=False, width=width)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _writes(fn: Callable[P, R]) -> Callable[P, R]:
+    """What fails while writing (a closed pipe, a full disk behind a redirection) is an
+    output error with its own exit code, not a crash."""
+    @functools.wraps(fn)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except BrokenPipeError as exc:
+            raise ClosedPipe("standard output is a closed pipe") from exc
+        except OSError as exc:
+            raise OutputFailed(f"write error: {exc.strerror or exc}") from exc
+
+    return guarded
+
+
+@_writes
+def flush() -> None:
+    """What is still buffered, written while the error boundary can still say it failed."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def discard_stdout() -> None:
+    """After a failed write: point standard output at /dev/null, so that the interpreter's
+    last flush of what is still buffered does not fail again at exit (and print "Exception
+    ignored"), as the Python documentation on SIGPIPE recommends."""
+    try:
+        fd = sys.stdout.fileno() if sys.stdout is not None else -1
+    except (OSError, ValueError):
+        fd = -1
+    if fd < 0:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 @functools.cache
@@ -48,16 +131,24 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+@_writes
 def emit_json(document: dict[str, Any]) -> None:
+    stream = _writable_stdout()
     # Indented for a person at a terminal; compact otherwise, which the C encoder writes
     # several times faster (indentation falls back to the pure-Python one).
-    indent = 2 if sys.stdout.isatty() else None
+    indent = 2 if stream.isatty() else None
     separators = None if indent else (",", ":")
-    sys.stdout.write(json.dumps(document, indent=indent, separators=separators) + "\n")
-    sys.stdout.flush()
+    stream.write(json.dumps(document, indent=indent, separators=separators) + "\n")
+    stream.flush()
 
 
 def error(message: str, hint: str | None = None) -> None:
+    # Standard error gone too: the exit code is all that is left to say it.
+    with contextlib.suppress(OSError, AttributeError):
+        _error(message, hint)
+
+
+def _error(message: str, hint: str | None) -> None:
     if sys.stderr.isatty():
         _stderr().print(f"[bold red]reclaim:[/] {message}", markup=True, highlight=False)
         if hint:
@@ -120,6 +211,7 @@ def _short_id(image_id: str) -> str:
     return image_id.split(":", 1)[-1][:12]
 
 
+@_writes
 def show_df(report: DfReport, *, verbose: bool) -> None:
     from rich.table import Table
 
@@ -249,6 +341,7 @@ def _show_volumes(report: DfReport) -> None:
     _stdout().print(table)
 
 
+@_writes
 def show_fsck(result: FsckResult) -> None:
     """The fsck report: one row per finding with its bytes and evidence, then what was done."""
     from rich.table import Table
@@ -299,6 +392,7 @@ def show_fsck(result: FsckResult) -> None:
 # -- plan, apply, history ----------------------------------------------------------------------
 
 
+@_writes
 def show_plan(made: Plan, *, verbose: bool, written_to: str | None = None) -> None:
     from rich.table import Table
 
@@ -379,6 +473,7 @@ def apply_progress(*, enabled: bool, actions: tuple[Action, ...]
         yield update
 
 
+@_writes
 def show_apply(result: ApplyResult) -> None:
     out = _stdout()
     for action in result.deleted:
@@ -401,6 +496,7 @@ def journal_json(entry: Entry) -> dict[str, Any]:
     }
 
 
+@_writes
 def show_history(entries: list[Entry]) -> None:
     from rich.table import Table
 

@@ -328,10 +328,13 @@ def test_bad_inode_watermarks_are_refused_naming_the_setting(
 
 def test_inode_watermarks_from_the_file_and_flags(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text('[images]\nhigh_inodes = "90%"\nlow_inodes = 800000\n')
+    config.write_text('[images]\nhigh_inodes = "90%"\nlow_inodes = "80%"\n')
     policy = policy_from(load_file(config), {})
     assert policy.images.high_inodes == InodeCount(percent=90.0)
-    assert policy.images.low_inodes == InodeCount(count=800_000)
+    assert policy.images.low_inodes == InodeCount(percent=80.0)
+    config.write_text("[images]\nhigh_inodes = 900000\nlow_inodes = 800000\n")
+    assert policy_from(load_file(config), {}).images.low_inodes == InodeCount(count=800_000)
+    config.write_text('[images]\nhigh_inodes = "90%"\nlow_inodes = "80%"\n')
     # Flags override the file, setting by setting; flags arrive as strings.
     policy = policy_from(load_file(config), {"images": {"low_inodes": "85%"}})
     assert policy.images.low_inodes == InodeCount(percent=85.0)

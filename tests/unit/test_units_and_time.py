@@ -13,7 +13,7 @@ from reclaim.units import human_bytes, parse_duration, parse_size
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("50G", 50 * 1024**3), ("512MiB", 512 * 1024**2), ("1.5T", int(1.5 * 1024**4)),
-     ("1048576", 1048576), ("10k", 10240), ("3KB", 3072)],
+     ("1048576B", 1048576), ("10k", 10240), ("3KB", 3072)],
 )
 def test_sizes_are_powers_of_1024(text: str, expected: int) -> None:
     assert parse_size(text, setting="images.quota").bytes == expected

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from reclaim.errors import UsageError
-from reclaim.units import Size, parse_duration, parse_size
+from reclaim.units import Size, no_unit, parse_duration, parse_percent, parse_size
 
 DAY = 86400.0
 # Nothing used in the last day is ever deleted by default.
@@ -208,8 +208,11 @@ def _convert(setting: str, key: str, value: Any) -> Any:
             raise UsageError(f'{setting}: {value!r} is not a duration; use e.g. "90m" or "14d"')
         return parse_duration(value, setting=setting)
     if key in _SIZES:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return Size(bytes=value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            # A TOML number has no unit: bytes, gigabytes or percent?
+            if value == 0:
+                return Size(bytes=0)
+            raise no_unit(setting, repr(value), repr(value))
         if not isinstance(value, str):
             raise UsageError(f'{setting}: {value!r} is not a size; use e.g. "50G" or "20%"')
         return parse_size(value, setting=setting)
@@ -221,13 +224,7 @@ def _convert(setting: str, key: str, value: Any) -> Any:
             raise UsageError(f"{setting}: expected a list of strings")
         return tuple(items)
     if key in ("keep_latest", "keep_last"):
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            number = -1
-        if isinstance(value, bool) or number < 0:
-            raise UsageError(f"{setting}: {value!r} is not a count (0 or more)")
-        return number
+        return _count(setting, value)
     if key == "all":
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
@@ -241,8 +238,19 @@ def _convert(setting: str, key: str, value: Any) -> Any:
     raise UsageError(f"{setting}: unknown setting")
 
 
+def _count(setting: str, value: Any) -> int:
+    """A whole number, 0 or more: `3` in the file or "3" from a flag; never 2.7 cut to 2."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.isascii() and text.isdigit():
+        return int(text)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise UsageError(f"{setting}: {value!r} is not a count (a whole number, 0 or more)")
+
+
 def _inode_count(setting: str, value: Any) -> InodeCount:
-    """A count of inodes (an integer, `2000000`) or a percentage of the filesystem's (`90%`)."""
+    """A count of inodes (an integer, `2000000`) or a percentage of the filesystem's (`90%`).
+    A count needs no unit (inodes are counted, not measured), but it is a whole number."""
     hint = 'use e.g. 2000000 or "90%"'
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
@@ -250,15 +258,10 @@ def _inode_count(setting: str, value: Any) -> InodeCount:
         return InodeCount(count=value)
     if not isinstance(value, str):
         raise UsageError(f"{setting}: {value!r} is not an inode count; {hint}")
-    text = value.strip()
-    if text.endswith("%"):
-        try:
-            percent = float(text[:-1])
-        except ValueError:
-            percent = -1.0
-        if not 0 <= percent <= 100:
-            raise UsageError(f'{setting}: "{value}" is not a percentage between 0% and 100%')
+    percent = parse_percent(value, setting=setting)
+    if percent is not None:
         return InodeCount(percent=percent)
+    text = value.strip()
     if not text.isascii() or not text.isdigit():
         raise UsageError(f'{setting}: "{value}" is not an inode count; {hint}')
     return InodeCount(count=int(text))
@@ -278,21 +281,31 @@ def _check(policy: Policy) -> None:
     images = policy.images
     if images.max_age is not None and images.max_age < images.min_age:
         raise UsageError("images.max_age: shorter than images.min_age; nothing could satisfy both")
-    if (images.high is None) != (images.low is None):
-        raise UsageError("images.high and images.low: set both watermarks or neither")
-    if images.high is not None and images.low is not None:
-        same_kind = (images.high.percent is None) == (images.low.percent is None)
-        if same_kind and (
-            (images.high.bytes or 0) < (images.low.bytes or 0)
-            or (images.high.percent or 0) < (images.low.percent or 0)
-        ):
-            raise UsageError("images.low: must be below images.high")
-    if (images.high_inodes is None) != (images.low_inodes is None):
-        raise UsageError("images.high_inodes and images.low_inodes: set both inode watermarks "
-                         "or neither")
-    if images.high_inodes is not None and images.low_inodes is not None:
-        high, low = images.high_inodes, images.low_inodes
-        if (high.percent is None) == (low.percent is None) and (
-            (high.count or 0) < (low.count or 0) or (high.percent or 0) < (low.percent or 0)
-        ):
-            raise UsageError("images.low_inodes: must be below images.high_inodes")
+    _check_watermarks("images.high", images.high, "images.low", images.low, "watermarks")
+    _check_watermarks("images.high_inodes", images.high_inodes, "images.low_inodes",
+                      images.low_inodes, "inode watermarks")
+
+
+def _check_watermarks(high_name: str, high: Size | InodeCount | None, low_name: str,
+                      low: Size | InodeCount | None, what: str) -> None:
+    """Both or neither; both of one kind (an amount, or a percentage: 10G against 90% is a
+    comparison of two different things, and whichever way it goes one mark does nothing); low
+    strictly below high (eviction starts above high and stops at low: equal marks free next
+    to nothing and start again at the next byte)."""
+    if (high is None) != (low is None):
+        raise UsageError(f"{high_name} and {low_name}: set both {what} or neither")
+    if high is None or low is None:
+        return
+    if (high.percent is None) != (low.percent is None):
+        raise UsageError(f"{high_name} and {low_name}: one is a percentage and the other is "
+                         "not; give both as a percentage or neither")
+    high_value = high.percent if high.percent is not None else _amount(high)
+    low_value = low.percent if low.percent is not None else _amount(low)
+    if not low_value < high_value:
+        raise UsageError(f"{low_name}: must be below {high_name}")
+
+
+def _amount(mark: Size | InodeCount) -> int:
+    amount = mark.bytes if isinstance(mark, Size) else mark.count
+    assert amount is not None
+    return amount

@@ -146,6 +146,9 @@ class Store:
         if not path.exists():
             _create(path)
         self.conn = self._open()
+        with contextlib.suppress(ValueError):
+            _opened.remove(path)
+        _opened.append(path)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -262,6 +265,27 @@ def reset(path: Path) -> Path | None:
 
 
 _RESET_HINT = "nothing was changed; `--reset-state` moves it aside and starts a new one"
+
+# The databases this process opened, the latest last: an error that surfaces at some query
+# after the opening (a damaged page deep in the file, a file made read-only) is about the one
+# in use, and the error boundary names it.
+_opened: list[Path] = []
+
+
+def failure(exc: sqlite3.Error) -> ReclaimError | None:
+    """What a database error that got past the store means, as one line; None for an error
+    that is not about the file (a bug: the traceback is what helps then)."""
+    where = f"the state database {_opened[-1]}" if _opened else "a state database"
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StateError(f"{where} is damaged: {exc}", hint=_RESET_HINT)
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return StateError(f"cannot write {where}: {exc}",
+                          hint="reclaim writes to its state directory; make it writable "
+                               "or point --state-dir elsewhere")
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return StateWriteFailed(f"writing {where} failed: {exc}")
+    return None
 
 
 def _ensure_dir(directory: Path) -> None:
