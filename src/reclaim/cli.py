@@ -213,16 +213,36 @@ def _filesystem(engine: EngineInfo) -> FilesystemUsage | None:
     )
 
 
+def _measure_containers(runtime: DockerRuntime, inventory: Inventory,
+                        container_ids: list[str]) -> Inventory:
+    """The inventory with `disk_bytes` filled in for these containers, where measured."""
+    if not container_ids:
+        return inventory
+    measured = runtime.container_bytes(container_ids)
+    return inventory._replace(containers=tuple(
+        c._replace(disk_bytes=measured[c.id]) if c.id in measured else c
+        for c in inventory.containers))
+
+
 def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
                progress: Any) -> tuple[Plan, Ledger, Inventory]:
-    from reclaim.policy.plan import freeable_layers, plan, wants_layer_inodes
+    from reclaim.policy.plan import (
+        freeable_layers,
+        plan,
+        removed_containers,
+        wants_layer_inodes,
+    )
     inventory = runtime.inventory(progress=progress)
     filesystem = _filesystem(inventory.engine)
+    now = datetime.now(UTC)
+    # What removing a container frees is read from its storage on disk: only for the
+    # containers this plan removes.
+    inventory = _measure_containers(runtime, inventory,
+                                    removed_containers(inventory, policy, now))
     # Counting a layer's inodes reads its records on disk: only when an inode watermark is
     # crossed, and only the layers a deletion could free.
     layer_inodes = (runtime.layer_inodes(freeable_layers(inventory))
                     if wants_layer_inodes(policy, filesystem) else None)
-    now = datetime.now(UTC)
     ledger = _open_ledger(g, inventory.engine)
     Recorder(ledger).catch_up(inventory, now)
     try:
@@ -301,7 +321,8 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
                     cache = stored.build_cache
                     ledger = _open_ledger(g, engine)
                     # A plan made earlier is re-validated against the engine as it is now.
-                    before = runtime.inventory()
+                    before = _measure_containers(runtime, runtime.inventory(), [
+                        a.id for a in actions if a.kind == "container"])
                     Recorder(ledger).catch_up(before, datetime.now(UTC))
                 else:
                     assert policy is not None

@@ -114,6 +114,10 @@ class Container(NamedTuple):
     rw_bytes: int | None = None
     mounts: tuple[Mount, ...] = ()
     labels: Mapping[str, str] = EMPTY_MAP
+    # What removing the container frees on disk (its read-write and init layers, its
+    # directory with logs and config), as `du -sbx` counts it. Not in an inventory: measured
+    # for the containers a plan removes only (`Runtime.container_bytes`); None: unknown.
+    disk_bytes: int | None = None
 
 
 class Volume(NamedTuple):
@@ -126,6 +130,9 @@ class Volume(NamedTuple):
     used_by: tuple[str, ...]  # container ids
     options: Mapping[str, str] = EMPTY_MAP
     created: datetime | None = None
+    # What removing the volume frees on disk, as `du -sbx` counts it: `bytes` (its files)
+    # and its directories, `volumes/<name>/` included. None where it was not read.
+    disk_bytes: int | None = None
 
     @property
     def dangling(self) -> bool:

@@ -139,10 +139,12 @@ def _plan(
     image_actions, image_kept, warnings = _images(
         inventory, usage, policy, now, filesystem, accounting
     )
+    warnings += _unknown_bytes(inventory, actions)
     actions += image_actions
     kept += image_kept
 
     volume_actions, volume_kept = _volumes(inventory.volumes, policy, now, volume_since or {})
+    warnings += _unknown_bytes(inventory, volume_actions)
     actions += volume_actions
     kept += volume_kept
 
@@ -152,6 +154,36 @@ def _plan(
                               Reason("build-cache", detail)))
     return Plan(now, inventory.engine, policy, tuple(actions), tuple(kept), tuple(warnings),
                 filesystem)
+
+
+def removed_containers(inventory: Inventory, policy: Policy, now: datetime) -> list[str]:
+    """Ids of the containers the plan of this inventory removes: the ones whose storage the
+    caller measures (`Container.disk_bytes`) before planning."""
+    return [a.id for a in _containers(inventory.containers, policy, now)[0]]
+
+
+def _unknown_bytes(inventory: Inventory, actions: list[Action]) -> list[str]:
+    """A warning for the container and volume actions whose bytes are not known (their
+    storage could not be read here): they carry 0, which is not a measurement."""
+    containers = {c.id: c for c in inventory.containers}
+    volumes = {v.name: v for v in inventory.volumes}
+    unknown: dict[str, int] = {}
+    for a in actions:
+        if a.kind == "container":
+            known = containers[a.id].disk_bytes is not None
+        else:
+            known = a.kind != "volume" or _volume_bytes(volumes[a.id]) is not None
+        if not known:
+            unknown[a.kind] = unknown.get(a.kind, 0) + 1
+    return [f"what removing {n} {kind}(s) frees is unknown: their storage could not be read "
+            "from the engine's data root here (a remote engine?); they count as 0 bytes in "
+            "the prediction" for kind, n in unknown.items()]
+
+
+def _volume_bytes(v: Volume) -> int | None:
+    """What removing the volume frees: its directories with its files where they were read,
+    else the engine's figure for its files."""
+    return v.disk_bytes if v.disk_bytes is not None else v.bytes
 
 
 def _build_cache_prediction(inventory: Inventory, policy: Policy,
@@ -554,7 +586,7 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
             if rules.exited_after is None or since is None:
                 keep("exited-age", "no containers.exited_after, or no finish time")
             elif (now - since).total_seconds() > rules.exited_after:
-                actions.append(Action("container", c.id, (c.name,), c.rw_bytes or 0,
+                actions.append(Action("container", c.id, (c.name,), c.disk_bytes or 0,
                                       Reason("exited-age", f"{c.state.value}, finished "
                                              f"{_ago((now - since).total_seconds())} ago"),
                                       since))
@@ -565,7 +597,7 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
             if rules.created_after is None or c.created is None:
                 keep("created-age", "no containers.created_after, or no creation time")
             elif (now - c.created).total_seconds() > rules.created_after:
-                actions.append(Action("container", c.id, (c.name,), c.rw_bytes or 0,
+                actions.append(Action("container", c.id, (c.name,), c.disk_bytes or 0,
                                       Reason("created-age", "created "
                                              f"{_ago((now - c.created).total_seconds())} ago, "
                                              "never started"), c.created))
@@ -599,7 +631,7 @@ def _volumes(volumes: tuple[Volume, ...], policy: Policy, now: datetime,
             age = (now - dangling_since).total_seconds()
             assert rules.dangling_after is not None
             if age > rules.dangling_after:
-                actions.append(Action("volume", v.name, (), v.bytes or 0,
+                actions.append(Action("volume", v.name, (), _volume_bytes(v) or 0,
                                       Reason("dangling-volume", f"dangling {_ago(age)}"),
                                       dangling_since))
             else:
