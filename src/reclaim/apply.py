@@ -20,6 +20,7 @@ container uses with fewer tags than it had. A refusal is reported and the rest g
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,12 +31,17 @@ from typing import Any, Protocol, runtime_checkable
 from reclaim.accounting import Accounting
 from reclaim.errors import EngineError, InUse, NotFound, ReclaimError
 from reclaim.lastuse import Usage
-from reclaim.model import Inventory
+from reclaim.model import EngineInfo, Inventory
 from reclaim.policy.plan import Action
 from reclaim.runtimes.base import Runtime
 from reclaim.state.journal import Entry, Journal
 
 APPLY_SCHEMA = "reclaim.apply/v1"
+MEASURED_CAVEAT = (
+    "measured_freed_bytes is what the filesystem that holds the data root gained in free "
+    "blocks during the apply: anything else writing to or deleting from that filesystem "
+    "meanwhile is included, and it counts allocated blocks where freed_bytes (the model's "
+    "figure) counts apparent bytes, as du -b does")
 # Plan files carry times to the second.
 _BASIS_SLACK = timedelta(seconds=1)
 
@@ -78,9 +84,14 @@ class ApplyResult:
     skipped: list[tuple[Action, str]] = field(default_factory=list)
     failed: list[tuple[Action, str]] = field(default_factory=list)
     predicted_bytes: int = 0
+    # What the deleted objects took, by the model (the same accounting as the prediction),
+    # from inventories taken before and after.
     freed_bytes: int = 0
     # What the engine's build-cache prune said it freed; None when no prune ran.
     build_cache_freed_bytes: int | None = None
+    # What the filesystem that holds the data root gained (free blocks, statvfs, after minus
+    # before); None where that filesystem is not this host's.
+    measured_freed_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,7 +103,16 @@ class ApplyResult:
             "predicted_bytes": self.predicted_bytes,
             "freed_bytes": self.freed_bytes,
             "build_cache_freed_bytes": self.build_cache_freed_bytes,
+            "measured_freed_bytes": self.measured_freed_bytes,
+            "caveat": self.caveat,
         }
+
+    @property
+    def caveat(self) -> str:
+        if self.measured_freed_bytes is None:
+            return ("measured_freed_bytes is null: the engine's data root is not on a "
+                    "filesystem of this host; freed_bytes is the model's figure")
+        return MEASURED_CAVEAT
 
 
 class _Current:
@@ -314,13 +334,30 @@ def apply_actions(
 
 
 def measured_freed(before: Inventory, after: Inventory, build_cache_freed: int = 0) -> int:
-    """Bytes freed, from two inventories: image store (each layer once), container read-write
-    layers and volumes where the engine gave sizes, plus what the build-cache prune reported."""
+    """Bytes freed by the model, from two inventories: the image store (each piece once),
+    the containers and volumes in `before` that are gone from `after` with what removing each
+    frees (containers as measured before the apply, where they were), plus what the
+    build-cache prune reported."""
     freed = Accounting(before).total_bytes() - Accounting(after).total_bytes()
-    if all(c.rw_bytes is not None for c in before.containers + after.containers):
-        freed += sum(c.rw_bytes or 0 for c in before.containers) - \
-            sum(c.rw_bytes or 0 for c in after.containers)
-    if all(v.bytes is not None for v in before.volumes + after.volumes):
-        freed += sum(v.bytes or 0 for v in before.volumes) - \
-            sum(v.bytes or 0 for v in after.volumes)
+    left = {c.id for c in after.containers}
+    for c in before.containers:
+        if c.id not in left:
+            freed += c.disk_bytes if c.disk_bytes is not None else (c.rw_bytes or 0)
+    remaining = {v.name for v in after.volumes}
+    for v in before.volumes:
+        if v.name not in remaining:
+            freed += v.disk_bytes if v.disk_bytes is not None else (v.bytes or 0)
     return freed + build_cache_freed
+
+
+def free_bytes(engine: EngineInfo) -> int | None:
+    """Free bytes of the filesystem that holds the engine's data root, or None where that is
+    not a filesystem of this host: an engine reached over TCP or SSH (its data root's path
+    may well exist here, on another filesystem), or a data root not mounted here."""
+    if not engine.data_root or not engine.endpoint.startswith("unix://"):
+        return None
+    try:
+        st = os.statvfs(engine.data_root)
+    except OSError:
+        return None
+    return st.f_bfree * st.f_frsize

@@ -353,7 +353,7 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
            actions: tuple[Action, ...], created: datetime,
            cache: tuple[int | None, float | None], *, yes: bool, as_json: bool,
            watch: UseWatch | None = None) -> ApplyResult:
-    from reclaim.apply import ApplyResult, apply_actions, measured_freed
+    from reclaim.apply import ApplyResult, apply_actions, free_bytes, measured_freed
     from reclaim.state.journal import Journal
     if not actions:
         return ApplyResult()
@@ -369,13 +369,20 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
         cache_freed = runtime.prune_build_cache(*cache)
         return cache_freed
 
+    usage = ledger.images()
+    # The filesystem's own count, beside the model's: read just before the first deletion
+    # and once the after-inventory is taken.
+    free_before = free_bytes(before.engine)
     with output.apply_progress(enabled=not as_json, actions=actions) as progress:
-        result = apply_actions(runtime, actions, before, ledger.images(), Journal(ledger.store),
+        result = apply_actions(runtime, actions, before, usage, Journal(ledger.store),
                                now=lambda: datetime.now(UTC), plan_created=created,
                                build_cache=prune_cache, progress=progress, watch=watch)
     after = runtime.inventory()
+    free_after = free_bytes(after.engine)
     Recorder(ledger).catch_up(after, datetime.now(UTC))
     result.freed_bytes = measured_freed(before, after, cache_freed)
+    if free_before is not None and free_after is not None:
+        result.measured_freed_bytes = free_after - free_before
     if any(a.kind == "build-cache" for a in result.deleted):
         result.build_cache_freed_bytes = cache_freed
     return result
