@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -122,18 +122,23 @@ class _Current:
         self.images = {i.id: i for i in inventory.images}
         self.containers = {c.id: c for c in inventory.containers}
         self.volumes = {v.name: v for v in inventory.volumes}
-        self.users: dict[str, list[str]] = {}
+        # Image id -> its containers (id, name).
+        self.users: dict[str, list[tuple[str, str]]] = {}
         for c in inventory.containers:
-            self.users.setdefault(c.image_id, []).append(c.name)
+            self.users.setdefault(c.image_id, []).append((c.id, c.name))
 
 
-def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage]) -> str | None:
-    """Why an action no longer holds against what the engine and the ledger say now."""
+def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage],
+                 removed: Collection[str] = ()) -> str | None:
+    """Why an action no longer holds against what the engine and the ledger say now.
+    `removed`: the containers this apply has removed already (the engine confirmed it);
+    they use nothing any more, though the inventory taken before still lists them. Every
+    other container does, whatever the plan said of it."""
     if action.kind == "image":
         image = now.images.get(action.id)
         if image is None:
             return "already gone"
-        users = now.users.get(action.id)
+        users = [name for cid, name in now.users.get(action.id, ()) if cid not in removed]
         if users:
             return f"now used by container {users[0]}"
         if sorted(image.tags) != sorted(action.refs):
@@ -155,7 +160,7 @@ def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage]) -> s
         volume = now.volumes.get(action.id)
         if volume is None:
             return "already gone"
-        if volume.used_by:
+        if any(u not in removed for u in volume.used_by):
             return "now used by a container"
     return None
 
@@ -287,14 +292,10 @@ def apply_actions(
 ) -> ApplyResult:
     """`watch`, when given, must have been started before `before` was taken."""
     result = ApplyResult(predicted_bytes=sum(a.bytes for a in actions))
-    valid: list[Action] = []
     current = _Current(before)
-    for action in actions:
-        why = stale_reason(action, current, usage)
-        if why is None:
-            valid.append(action)
-        else:
-            result.skipped.append((action, why))
+    # The containers this apply removed: an image or volume only they used is no longer in
+    # use (a plan removes the containers first, then what they alone held).
+    removed: set[str] = set()
 
     digested = {i.id for i in before.images if i.digests}
     journal_lock = threading.Lock()
@@ -322,14 +323,25 @@ def apply_actions(
             progress(action, outcome)
 
     # Containers first (their removal can only free), then images, volumes, build cache; a
-    # bounded number in flight within each kind.
+    # bounded number in flight within each kind. Each kind is re-checked once the kinds
+    # before it are done, so that what this apply removed counts as gone.
     for kind in ("container", "image", "volume", "build-cache"):
-        group = [a for a in valid if a.kind == kind]
+        group = []
+        for action in actions:
+            if action.kind != kind:
+                continue
+            why = stale_reason(action, current, usage, removed)
+            if why is None:
+                group.append(action)
+            else:
+                result.skipped.append((action, why))
         if not group:
             continue
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for outcome in pool.map(run, group):
                 settle(outcome)
+                if kind == "container" and outcome.status == "deleted":
+                    removed.add(outcome.action.id)
     return result
 
 

@@ -178,6 +178,9 @@ def _policy_options(fn: Any) -> Any:
                       help="Never delete images with this label.")(fn)
     fn = click.option("--volumes-all", is_flag=True, default=None,
                       help="Named dangling volumes too, not only anonymous ones.")(fn)
+    fn = click.option("--volumes-with-containers", is_flag=True, default=None,
+                      help="Remove a removed container's anonymous volumes with it "
+                      "(as docker rm -v).")(fn)
     return fn
 
 
@@ -194,6 +197,8 @@ def _policy(g: Globals, flags: dict[str, Any]) -> Policy:
         settings.setdefault("images", {})["keep_labels"] = list(flags["keep_label"])
     if flags.get("volumes_all"):
         settings.setdefault("volumes", {})["all"] = True
+    if flags.get("volumes_with_containers"):
+        settings.setdefault("volumes", {})["with_containers"] = True
     return policy_from(load_file(config_path(g.config)), settings)
 
 
@@ -237,11 +242,11 @@ def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
     now = datetime.now(UTC)
     # What removing a container frees is read from its storage on disk: only for the
     # containers this plan removes.
-    inventory = _measure_containers(runtime, inventory,
-                                    removed_containers(inventory, policy, now))
+    removing = removed_containers(inventory, policy, now)
+    inventory = _measure_containers(runtime, inventory, removing)
     # Counting a layer's inodes reads its records on disk: only when an inode watermark is
     # crossed, and only the layers a deletion could free.
-    layer_inodes = (runtime.layer_inodes(freeable_layers(inventory))
+    layer_inodes = (runtime.layer_inodes(freeable_layers(inventory, removing))
                     if wants_layer_inodes(policy, filesystem) else None)
     ledger = _open_ledger(g, inventory.engine)
     Recorder(ledger).catch_up(inventory, now)
