@@ -19,6 +19,11 @@ def fixture_layer_inodes(fixture: Fixture) -> dict[str, int]:
             for chain_id, layer in fixture.truth.layers.items()}
 
 
+# What removing a container that wrote nothing frees on overlay2, about: its directory
+# (config, hostname, an empty log), its layer records and its empty read-write and init layers.
+EMPTY_CONTAINER_BYTES = 73_600
+
+
 def fake_from_truth(
     truth: GroundTruth, *, created: datetime | None = None,
     layer_inodes: Mapping[str, int] | None = None,
@@ -41,7 +46,7 @@ def fake_from_truth(
         fake.add_container(Container(
             id=cid, name=c.name, image_id=image_ids[c.image], state=c.state, created=created,
             finished=created, mounts=tuple(Mount("volume", v, "", dest) for v, dest in c.mounts),
-            labels=dict(c.labels),
+            labels=dict(c.labels), disk_bytes=EMPTY_CONTAINER_BYTES,
         ))
         container_ids[c.name] = cid
     for v in truth.volumes:

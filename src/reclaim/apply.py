@@ -20,8 +20,9 @@ container uses with fewer tags than it had. A refusal is reported and the rest g
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 from reclaim.accounting import Accounting
 from reclaim.errors import EXIT_INTERRUPTED, EngineError, InUse, NotFound, ReclaimError
 from reclaim.lastuse import Usage
-from reclaim.model import Inventory
+from reclaim.model import EngineInfo, Inventory
 from reclaim.policy.plan import Action
 from reclaim.runtimes.base import Runtime
 from reclaim.state.journal import Entry, Journal, interrupted
@@ -38,6 +39,11 @@ from reclaim.state.journal import Entry, Journal, interrupted
 APPLY_SCHEMA = "reclaim.apply/v1"
 # Runs the engine's build-cache prune with an action's bounds; the bytes the engine freed.
 BuildCachePrune = Callable[[int | None, float | None], int]
+MEASURED_CAVEAT = (
+    "measured_freed_bytes is what the filesystem that holds the data root gained in free "
+    "blocks during the apply: anything else writing to or deleting from that filesystem "
+    "meanwhile is included, and it counts allocated blocks where freed_bytes (the model's "
+    "figure) counts apparent bytes, as du -b does")
 # Plan files carry times to the second.
 _BASIS_SLACK = timedelta(seconds=1)
 
@@ -80,9 +86,14 @@ class ApplyResult:
     skipped: list[tuple[Action, str]] = field(default_factory=list)
     failed: list[tuple[Action, str]] = field(default_factory=list)
     predicted_bytes: int = 0
+    # What the deleted objects took, by the model (the same accounting as the prediction),
+    # from inventories taken before and after.
     freed_bytes: int = 0
     # What the engine's build-cache prune said it freed; None when no prune ran.
     build_cache_freed_bytes: int | None = None
+    # What the filesystem that holds the data root gained (free blocks, statvfs, after minus
+    # before); None where that filesystem is not this host's.
+    measured_freed_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,7 +105,16 @@ class ApplyResult:
             "predicted_bytes": self.predicted_bytes,
             "freed_bytes": self.freed_bytes,
             "build_cache_freed_bytes": self.build_cache_freed_bytes,
+            "measured_freed_bytes": self.measured_freed_bytes,
+            "caveat": self.caveat,
         }
+
+    @property
+    def caveat(self) -> str:
+        if self.measured_freed_bytes is None:
+            return ("measured_freed_bytes is null: the engine's data root is not on a "
+                    "filesystem of this host; freed_bytes is the model's figure")
+        return MEASURED_CAVEAT
 
 
 class _Current:
@@ -104,18 +124,23 @@ class _Current:
         self.images = {i.id: i for i in inventory.images}
         self.containers = {c.id: c for c in inventory.containers}
         self.volumes = {v.name: v for v in inventory.volumes}
-        self.users: dict[str, list[str]] = {}
+        # Image id -> its containers (id, name).
+        self.users: dict[str, list[tuple[str, str]]] = {}
         for c in inventory.containers:
-            self.users.setdefault(c.image_id, []).append(c.name)
+            self.users.setdefault(c.image_id, []).append((c.id, c.name))
 
 
-def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage]) -> str | None:
-    """Why an action no longer holds against what the engine and the ledger say now."""
+def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage],
+                 removed: Collection[str] = ()) -> str | None:
+    """Why an action no longer holds against what the engine and the ledger say now.
+    `removed`: the containers this apply has removed already (the engine confirmed it);
+    they use nothing any more, though the inventory taken before still lists them. Every
+    other container does, whatever the plan said of it."""
     if action.kind == "image":
         image = now.images.get(action.id)
         if image is None:
             return "already gone"
-        users = now.users.get(action.id)
+        users = [name for cid, name in now.users.get(action.id, ()) if cid not in removed]
         if users:
             return f"now used by container {users[0]}"
         if sorted(image.tags) != sorted(action.refs):
@@ -139,7 +164,7 @@ def stale_reason(action: Action, now: _Current, usage: Mapping[str, Usage]) -> s
             return "already gone"
         if volume.instance != action.instance:
             return "re-created since the plan (another volume of that name)"
-        if volume.used_by:
+        if any(u not in removed for u in volume.used_by):
             return "now used by a container"
     return None
 
@@ -283,14 +308,10 @@ def apply_actions(
     """`watch`, when given, must have been started before `before` was taken. `stop`, once
     set (by SIGINT here, or by a caller), lets nothing more begin."""
     result = ApplyResult(predicted_bytes=sum(a.bytes for a in actions))
-    valid: list[Action] = []
     current = _Current(before)
-    for action in actions:
-        why = stale_reason(action, current, usage)
-        if why is None:
-            valid.append(action)
-        else:
-            result.skipped.append((action, why))
+    # The containers this apply removed: an image or volume only they used is no longer in
+    # use (a plan removes the containers first, then what they alone held).
+    removed: set[str] = set()
 
     digested = {i.id for i in before.images if i.digests}
     journal_lock = threading.Lock()
@@ -335,7 +356,37 @@ def apply_actions(
             progress(action, outcome)
 
     with _stopped_by_sigint(stop):
-        _run_in_order(valid, run, settle, workers, stop, lambda: deleted)
+        # Containers first (their removal can only free), then images, volumes, build
+        # cache; a bounded number in flight within each kind. Each kind is re-checked once
+        # the kinds before it are done, so that what this apply removed counts as gone.
+        for kind in ("container", "image", "volume", "build-cache"):
+            group = []
+            for action in actions:
+                if action.kind != kind:
+                    continue
+                why = stale_reason(action, current, usage, removed)
+                if why is None:
+                    group.append(action)
+                else:
+                    result.skipped.append((action, why))
+            if not group:
+                continue
+            pool = ThreadPoolExecutor(max_workers=max(1, workers))
+            try:
+                for outcome in pool.map(run, group):
+                    if outcome is None:
+                        continue
+                    settle(outcome)
+                    if kind == "container" and outcome.status == "deleted":
+                        removed.add(outcome.action.id)
+            except BaseException as exc:
+                # What has not begun does not; what is in flight finishes and is journalled.
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise ApplyInterrupted(deleted) from None
+                raise
+            pool.shutdown(wait=True)
     return result
 
 
@@ -357,30 +408,6 @@ def _stopped_by_sigint(stop: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _run_in_order(valid: list[Action], run: Callable[[Action], Outcome | None],
-                  settle: Callable[[Outcome], None], workers: int, stop: threading.Event,
-                  deleted: Callable[[], int]) -> None:
-    # Containers first (their removal can only free), then images, volumes, build cache; a
-    # bounded number in flight within each kind.
-    for kind in ("container", "image", "volume", "build-cache"):
-        group = [a for a in valid if a.kind == kind]
-        if not group:
-            continue
-        pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        try:
-            for outcome in pool.map(run, group):
-                if outcome is not None:
-                    settle(outcome)
-        except BaseException as exc:
-            # What has not begun does not; what is in flight finishes and is journalled.
-            stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            if isinstance(exc, KeyboardInterrupt):
-                raise ApplyInterrupted(deleted()) from None
-            raise
-        pool.shutdown(wait=True)
 
 
 class ApplyInterrupted(ReclaimError):
@@ -418,13 +445,30 @@ def settle_interrupted(journal: Journal, inventory: Inventory) -> int:
 
 
 def measured_freed(before: Inventory, after: Inventory, build_cache_freed: int = 0) -> int:
-    """Bytes freed, from two inventories: image store (each layer once), container read-write
-    layers and volumes where the engine gave sizes, plus what the build-cache prune reported."""
+    """Bytes freed by the model, from two inventories: the image store (each piece once),
+    the containers and volumes in `before` that are gone from `after` with what removing each
+    frees (containers as measured before the apply, where they were), plus what the
+    build-cache prune reported."""
     freed = Accounting(before).total_bytes() - Accounting(after).total_bytes()
-    if all(c.rw_bytes is not None for c in before.containers + after.containers):
-        freed += sum(c.rw_bytes or 0 for c in before.containers) - \
-            sum(c.rw_bytes or 0 for c in after.containers)
-    if all(v.bytes is not None for v in before.volumes + after.volumes):
-        freed += sum(v.bytes or 0 for v in before.volumes) - \
-            sum(v.bytes or 0 for v in after.volumes)
+    left = {c.id for c in after.containers}
+    for c in before.containers:
+        if c.id not in left:
+            freed += c.disk_bytes if c.disk_bytes is not None else (c.rw_bytes or 0)
+    remaining = {v.name for v in after.volumes}
+    for v in before.volumes:
+        if v.name not in remaining:
+            freed += v.disk_bytes if v.disk_bytes is not None else (v.bytes or 0)
     return freed + build_cache_freed
+
+
+def free_bytes(engine: EngineInfo) -> int | None:
+    """Free bytes of the filesystem that holds the engine's data root, or None where that is
+    not a filesystem of this host: an engine reached over TCP or SSH (its data root's path
+    may well exist here, on another filesystem), or a data root not mounted here."""
+    if not engine.data_root or not engine.endpoint.startswith("unix://"):
+        return None
+    try:
+        st = os.statvfs(engine.data_root)
+    except OSError:
+        return None
+    return st.f_bfree * st.f_frsize

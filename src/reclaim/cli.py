@@ -195,6 +195,9 @@ def _policy_options(fn: Any) -> Any:
                       help="Never delete images with this label.")(fn)
     fn = click.option("--volumes-all", is_flag=True, default=None,
                       help="Named dangling volumes too, not only anonymous ones.")(fn)
+    fn = click.option("--volumes-with-containers", is_flag=True, default=None,
+                      help="Remove a removed container's anonymous volumes with it "
+                      "(as docker rm -v).")(fn)
     return fn
 
 
@@ -211,6 +214,8 @@ def _policy(g: Globals, flags: dict[str, Any]) -> Policy:
         settings.setdefault("images", {})["keep_labels"] = list(flags["keep_label"])
     if flags.get("volumes_all"):
         settings.setdefault("volumes", {})["all"] = True
+    if flags.get("volumes_with_containers"):
+        settings.setdefault("volumes", {})["with_containers"] = True
     return policy_from(load_file(config_path(g.config)), settings)
 
 
@@ -230,16 +235,36 @@ def _filesystem(engine: EngineInfo) -> FilesystemUsage | None:
     )
 
 
+def _measure_containers(runtime: DockerRuntime, inventory: Inventory,
+                        container_ids: list[str]) -> Inventory:
+    """The inventory with `disk_bytes` filled in for these containers, where measured."""
+    if not container_ids:
+        return inventory
+    measured = runtime.container_bytes(container_ids)
+    return inventory._replace(containers=tuple(
+        c._replace(disk_bytes=measured[c.id]) if c.id in measured else c
+        for c in inventory.containers))
+
+
 def _make_plan(g: Globals, runtime: DockerRuntime, policy: Policy,
                progress: Any) -> tuple[Plan, Ledger, Inventory]:
-    from reclaim.policy.plan import freeable_layers, plan, wants_layer_inodes
+    from reclaim.policy.plan import (
+        freeable_layers,
+        plan,
+        removed_containers,
+        wants_layer_inodes,
+    )
     inventory = runtime.inventory(progress=progress)
     filesystem = _filesystem(inventory.engine)
+    now = datetime.now(UTC)
+    # What removing a container frees is read from its storage on disk: only for the
+    # containers this plan removes.
+    removing = removed_containers(inventory, policy, now)
+    inventory = _measure_containers(runtime, inventory, removing)
     # Counting a layer's inodes reads its records on disk: only when an inode watermark is
     # crossed, and only the layers a deletion could free.
-    layer_inodes = (runtime.layer_inodes(freeable_layers(inventory))
+    layer_inodes = (runtime.layer_inodes(freeable_layers(inventory, removing))
                     if wants_layer_inodes(policy, filesystem) else None)
-    now = datetime.now(UTC)
     ledger = _open_ledger(g, inventory.engine)
     Recorder(ledger).catch_up(inventory, now)
     try:
@@ -320,7 +345,8 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
                     actions, created = stored.actions, stored.created_at
                     ledger = _open_ledger(g, engine)
                     # A plan made earlier is re-validated against the engine as it is now.
-                    before = runtime.inventory()
+                    before = _measure_containers(runtime, runtime.inventory(), [
+                        a.id for a in actions if a.kind == "container"])
                     Recorder(ledger).catch_up(before, datetime.now(UTC))
                 else:
                     assert policy is not None
@@ -348,7 +374,13 @@ def apply_command(g: Globals, /, plan_file: str | None, yes: bool, no_wait: bool
 def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
            actions: tuple[Action, ...], created: datetime, *, yes: bool, as_json: bool,
            watch: UseWatch | None = None) -> ApplyResult:
-    from reclaim.apply import ApplyResult, apply_actions, measured_freed, settle_interrupted
+    from reclaim.apply import (
+        ApplyResult,
+        apply_actions,
+        free_bytes,
+        measured_freed,
+        settle_interrupted,
+    )
     from reclaim.state.journal import Journal
     journal = Journal(ledger.store)
     # Under the lock, before anything new: what an apply killed mid-way left unsettled.
@@ -370,13 +402,20 @@ def _apply(runtime: DockerRuntime, ledger: Ledger, before: Inventory,
         cache_freed = runtime.prune_build_cache(keep_storage, older_than)
         return cache_freed
 
+    usage = ledger.images()
+    # The filesystem's own count, beside the model's: read just before the first deletion
+    # and once the after-inventory is taken.
+    free_before = free_bytes(before.engine)
     with output.apply_progress(enabled=not as_json, actions=actions) as progress:
-        result = apply_actions(runtime, actions, before, ledger.images(), journal,
+        result = apply_actions(runtime, actions, before, usage, journal,
                                now=lambda: datetime.now(UTC), plan_created=created,
                                build_cache=prune_cache, progress=progress, watch=watch)
     after = runtime.inventory()
+    free_after = free_bytes(after.engine)
     Recorder(ledger).catch_up(after, datetime.now(UTC))
     result.freed_bytes = measured_freed(before, after, cache_freed)
+    if free_before is not None and free_after is not None:
+        result.measured_freed_bytes = free_after - free_before
     if any(a.kind == "build-cache" for a in result.deleted):
         result.build_cache_freed_bytes = cache_freed
     return result

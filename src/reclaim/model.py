@@ -118,6 +118,10 @@ class Container(NamedTuple):
     rw_bytes: int | None = None
     mounts: tuple[Mount, ...] = ()
     labels: Mapping[str, str] = EMPTY_MAP
+    # What removing the container frees on disk (its read-write and init layers, its
+    # directory with logs and config), as `du -sbx` counts it. Not in an inventory: measured
+    # for the containers a plan removes only (`Runtime.container_bytes`); None: unknown.
+    disk_bytes: int | None = None
 
 
 class Volume(NamedTuple):
@@ -135,6 +139,9 @@ class Volume(NamedTuple):
     # creation time, and where the data root is readable the volume directory's inode and
     # change time, which tell apart two volumes created within the same second).
     instance: str = ""
+    # What removing the volume frees on disk, as `du -sbx` counts it: `bytes` (its files)
+    # and its directories, `volumes/<name>/` included. None where it was not read.
+    disk_bytes: int | None = None
 
     @property
     def dangling(self) -> bool:

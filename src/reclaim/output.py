@@ -484,8 +484,20 @@ def show_apply(result: ApplyResult) -> None:
     for action, error_text in result.failed:
         out.print(f"FAILED  {action.kind} {_action_name(action)}: {error_text}")
     out.print(f"{len(result.deleted)} deleted, {len(result.skipped)} skipped, "
-              f"{len(result.failed)} failed. Predicted {human_bytes(result.predicted_bytes)}, "
-              f"measured {human_bytes(result.freed_bytes)} freed.")
+              f"{len(result.failed)} failed. Predicted {human_bytes(result.predicted_bytes)}; "
+              f"freed {human_bytes(result.freed_bytes)} by the model (inventories before and "
+              "after).")
+    if result.measured_freed_bytes is None:
+        out.print("Measured on the filesystem: not known here (the engine's data root is not "
+                  "on this host).")
+    else:
+        out.print(f"Measured on the filesystem that holds the data root: "
+                  f"{_signed_bytes(result.measured_freed_bytes)} freed (statvfs; anything else "
+                  "written to or deleted from it meanwhile is included).")
+
+
+def _signed_bytes(n: int) -> str:
+    return human_bytes(n) if n >= 0 else f"-{human_bytes(-n)}"
 
 
 def journal_json(entry: Entry) -> dict[str, Any]:

@@ -178,7 +178,11 @@ def _not_from_policy(action: Action, policy: dict[str, Any]) -> str | None:
         if containers.get("exited_after") is None and containers.get("created_after") is None:
             return "it sets no containers.exited_after or created_after"
     elif action.kind == "volume":
-        if section("volumes").get("dangling_after") is None:
+        volumes = section("volumes")
+        if action.reason.rule == "with-container":
+            if volumes.get("with_containers") is not True:
+                return "it does not set volumes.with_containers"
+        elif volumes.get("dangling_after") is None:
             return "it sets no volumes.dangling_after"
     elif action.kind == "build-cache":
         cache = section("build_cache")

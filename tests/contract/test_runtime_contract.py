@@ -160,6 +160,23 @@ def test_containers_of_every_state_with_their_images(backend: Backend) -> None:
         assert got.image_id == backend.image_ids[c.image]
 
 
+def test_container_bytes_are_measured_apart_and_unknown_left_out(backend: Backend) -> None:
+    """What a plan's container actions carry. The inventory itself has no such figure (df
+    must not pay for it); asked for, every stopped container of the seeded fixture is
+    measured, at least its directory and its layers' directories, and an id the engine does
+    not hold is left out (unknown), never reported as 0."""
+    inventory = backend.runtime.inventory()
+    assert all(c.disk_bytes is None for c in inventory.containers)
+    stopped = [backend.container_ids[c.name] for c in backend.truth.containers
+               if c.state.stopped]
+    assert stopped
+    missing = "0" * 64
+    got = backend.runtime.container_bytes([*stopped, missing])
+    assert set(got) == set(stopped)
+    for container_id in stopped:
+        assert got[container_id] >= 5 * 4096, container_id
+
+
 def test_volumes_know_their_users(backend: Backend) -> None:
     inventory = backend.runtime.inventory()
     by_name = {v.name: v for v in inventory.volumes}

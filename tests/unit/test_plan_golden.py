@@ -66,7 +66,12 @@ def world() -> tuple[Any, dict[str, Usage], dict[str, datetime], dict[str, int]]
                                                "event", f"job-{n}")
         usage[image_id] = Usage(image_id, first, last, None, tuple(truth.image(key).tags))
     volume_since = {v.name: NOW - timedelta(days=2 + n) for n, v in enumerate(truth.volumes)}
-    return fake.inventory(), usage, volume_since, layer_inodes
+    inventory = fake.inventory()
+    # As the command line does for the containers a plan removes (only theirs are read).
+    measured = fake.container_bytes([c.id for c in inventory.containers])
+    inventory = inventory._replace(containers=tuple(
+        c._replace(disk_bytes=measured.get(c.id)) for c in inventory.containers))
+    return inventory, usage, volume_since, layer_inodes
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from reclaim.accounting import Accounting
 from reclaim.lastuse import LastUse, Usage
-from reclaim.model import Container, ContainerState
-from reclaim.policy.plan import IMAGE_RULES, Plan, plan
-from reclaim.policy.rules import DAY, ImagePolicy, Policy
+from reclaim.model import Container, ContainerState, Inventory, Mount, Volume
+from reclaim.policy.plan import IMAGE_RULES, Plan, plan, removed_containers
+from reclaim.policy.rules import DAY, ContainerPolicy, ImagePolicy, Policy, VolumePolicy
 from reclaim.runtimes.fake import FakeRuntime
 from reclaim.units import Size
 
@@ -40,11 +40,29 @@ def worlds(draw: st.DrawFn) -> tuple[FakeRuntime, dict[str, Usage], Policy]:
         used_days = draw(st.one_of(st.none(), st.integers(0, 60)))
         last = None if used_days is None else LastUse(NOW - timedelta(days=used_days), "event", "")
         usage[iid(n)] = Usage(iid(n), first, last)
-    for k, n in enumerate(draw(st.lists(st.integers(0, n_images - 1), max_size=4))):
+    volume_names = [f"{v:064x}" if v % 2 else f"named{v}" for v in range(3)]
+    for k, n in enumerate(draw(st.lists(st.integers(0, n_images - 1), max_size=6))):
         state = draw(st.sampled_from(list(ContainerState)))
-        fake.add_container(Container(f"{k:064x}", f"c{k}", iid(n), state, created=NOW))
+        created = NOW - timedelta(days=draw(st.integers(0, 5)))
+        mounts = tuple(Mount("volume", name, "", f"/v{name}") for name in
+                       draw(st.lists(st.sampled_from(volume_names), max_size=2, unique=True)))
+        fake.add_container(Container(f"{k:064x}", f"c{k}", iid(n), state, created=created,
+                                     finished=created, mounts=mounts,
+                                     disk_bytes=draw(st.one_of(st.none(),
+                                                               st.integers(0, 5000)))))
+    for name in volume_names:
+        fake.add_volume(Volume(name, "local", {}, not name.startswith("named"), "", 100, (),
+                               disk_bytes=draw(st.one_of(st.none(), st.just(8292)))))
     quota = draw(st.one_of(st.none(), st.integers(0, 60_000)))
-    policy = Policy(images=ImagePolicy(
+    policy = Policy(containers=ContainerPolicy(
+        exited_after=draw(st.sampled_from([None, DAY, 3 * DAY])),
+        created_after=draw(st.sampled_from([None, DAY])),
+        keep_last=draw(st.integers(0, 1)),
+    ), volumes=VolumePolicy(
+        dangling_after=draw(st.sampled_from([None, DAY])),
+        all=draw(st.booleans()),
+        with_containers=draw(st.booleans()),
+    ), images=ImagePolicy(
         min_age=draw(st.sampled_from([0.0, DAY, 7 * DAY])),
         max_age=draw(st.sampled_from([None, 30 * DAY, 45 * DAY])),
         quota=None if quota is None else Size(bytes=quota),
@@ -61,23 +79,52 @@ def image_actions(p: Plan) -> list[str]:
     return [a.id for a in p.actions if a.kind == "image"]
 
 
+def measured(fake: FakeRuntime, policy: Policy) -> Inventory:
+    """The inventory as the command line plans on it: the removed containers measured."""
+    inventory = fake.inventory()
+    found = fake.container_bytes(removed_containers(inventory, policy, NOW))
+    return inventory._replace(containers=tuple(
+        c._replace(disk_bytes=found.get(c.id)) for c in inventory.containers))
+
+
 @settings(max_examples=300, deadline=None)
 @given(worlds())
 def test_safety_rules_and_bookkeeping(world: tuple[FakeRuntime, dict[str, Usage], Policy]) -> None:
     fake, usage, policy = world
-    inventory = fake.inventory()
-    p = plan(inventory, usage, policy, NOW)
+    inventory = measured(fake, policy)
+    p = plan(inventory, usage, policy, NOW, volume_since={
+        v.name: NOW - timedelta(days=2) for v in inventory.volumes})
     deleted = image_actions(p)
-    used = {c.image_id for c in inventory.containers}
+    removed = [a.id for a in p.actions if a.kind == "container"]
+    kept_containers = [c for c in inventory.containers if c.id not in removed]
+    used = {c.image_id for c in kept_containers}
     images = {i.id: i for i in inventory.images}
+    position = {(a.kind, a.id): n for n, a in enumerate(p.actions)}
+
+    # Only stopped containers go, and every one of them before anything else.
+    assert all(c.state.stopped for c in inventory.containers if c.id in removed)
+    assert [a.kind for a in p.actions[:len(removed)]] == ["container"] * len(removed)
+    for a in p.actions:
+        if a.kind == "container":
+            assert a.bytes == (inventory.containers[[c.id for c in inventory.containers]
+                                                    .index(a.id)].disk_bytes or 0)
 
     for image_id in deleted:
         image = images[image_id]
-        assert image_id not in used  # rule 1: whatever the container's state
+        # Rule 1, whatever the container's state: every container that uses an image the
+        # plan deletes is removed by an earlier action of the same plan.
+        assert image_id not in used
+        for c in inventory.containers:
+            if c.image_id == image_id:
+                assert position[("container", c.id)] < position[("image", image_id)]
         assert not any(fnmatch.fnmatchcase(t, k) for t in image.tags for k in policy.images.keep)
         assert not (policy.images.keep_labels and "keep" in image.labels)
         age = (NOW - usage[image_id].age_basis.when).total_seconds()
         assert age >= policy.images.min_age
+
+    # An image a kept container uses is kept as in use; no other is.
+    in_use = {k.id for k in p.kept if k.kind == "image" and k.reason.rule == "in-use"}
+    assert in_use == used & set(images)
 
     # Every image exactly once, each with a known reason.
     kept_images = [k.id for k in p.kept if k.kind == "image"]
@@ -86,8 +133,27 @@ def test_safety_rules_and_bookkeeping(world: tuple[FakeRuntime, dict[str, Usage]
     assert all(a.reason.rule in IMAGE_RULES for a in p.actions if a.kind == "image")
     assert all(k.reason.detail for k in p.kept)
 
-    # Bytes: each action what it frees after the ones before; they add up exactly.
-    accounting = Accounting(inventory)
+    # Volumes: one a kept container mounts never goes; one that goes is mounted only by
+    # containers removed before it, and goes with them only under with_containers (then
+    # anonymous) - otherwise it waits its dangling_after from their removal.
+    for a in p.actions:
+        if a.kind != "volume":
+            continue
+        mounted_by = [c for c in inventory.containers
+                      if any(m.type == "volume" and m.name == a.id for m in c.mounts)]
+        assert all(c.id in removed for c in mounted_by)
+        assert all(position[("container", c.id)] < position[("volume", a.id)]
+                   for c in mounted_by)
+        if mounted_by:
+            assert a.reason.rule == "with-container"
+            assert policy.volumes.with_containers and not a.id.startswith("named")
+            assert "which this plan removes" in a.reason.detail
+        else:
+            assert a.reason.rule == "dangling-volume"
+
+    # Bytes: each action what it frees after the ones before; they add up exactly, on the
+    # store as it is once the plan's containers are gone.
+    accounting = Accounting(inventory._replace(containers=tuple(kept_containers)))
     assert p.predicted_bytes == sum(a.bytes for a in p.actions)
     assert sum(a.bytes for a in p.actions if a.kind == "image") == accounting.freed_by(deleted)
     for i in range(len(deleted)):
@@ -105,7 +171,9 @@ def test_quota_is_met_when_the_rules_allow_and_never_overshot(
         return
     inventory = fake.inventory()
     p = plan(inventory, usage, policy, NOW)
-    accounting = Accounting(inventory)
+    removed = {a.id for a in p.actions if a.kind == "container"}
+    accounting = Accounting(inventory._replace(containers=tuple(
+        c for c in inventory.containers if c.id not in removed)))
     limit = policy.images.quota.bytes or 0
     deleted = image_actions(p)
     after = accounting.total_bytes() - accounting.freed_by(deleted)

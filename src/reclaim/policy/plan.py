@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import gc
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import attrgetter
 from typing import NamedTuple
@@ -107,7 +107,8 @@ def plan(
     """`layer_inodes`: inodes per layer (chain id) as the runtime counts them, for inode
     watermarks (see `wants_layer_inodes`); a layer missing from it counts as 0 freed inodes.
     `accounting`: this inventory's piece graph when the caller already has one (built with
-    the same `layer_inodes`), so that several plans of one inventory build it once."""
+    the same `layer_inodes`), so that several plans of one inventory build it once; one
+    whose containers are not those the plan leaves (it removes some) is built again."""
     # A plan builds a reason for every object and makes no reference cycles; with the
     # collector on, those allocations set off full collections that walk the whole inventory
     # (15-40% of a big plan's time). It is switched off for the plan, and back as it was.
@@ -133,21 +134,31 @@ def _plan(
     layer_inodes: Mapping[str, int] | None,
     accounting: Accounting | None,
 ) -> Plan:
+    # Containers first: a container this plan removes no longer makes its image or its
+    # volumes in use for the actions after it. The images are decided, and their bytes
+    # counted, on the inventory as it will be once those containers are gone.
+    actions, kept = _containers(inventory.containers, policy, now)
+    removed = {a.id: a.refs[0] for a in actions}
+    remaining = (tuple(c for c in inventory.containers if c.id not in removed)
+                 if removed else inventory.containers)
     if accounting is None or (_inode_watermarks(policy) and filesystem is not None
-                              and not accounting.counts_inodes):
+                              and not accounting.counts_inodes) or (
+            removed and accounting.used_images != frozenset(c.image_id for c in remaining)):
         counts = layer_inodes
         if counts is None and _inode_watermarks(policy) and filesystem is not None:
             counts = {}  # asked for, but nothing counted: every layer is unknown
-        accounting = Accounting(inventory, counts)
+        accounting = Accounting(inventory._replace(containers=remaining), counts)
 
-    actions, kept = _containers(inventory.containers, policy, now)
     image_actions, image_kept, warnings = _images(
-        inventory, usage, policy, now, filesystem, accounting
+        inventory, usage, policy, now, filesystem, accounting, removed
     )
+    warnings += _unknown_bytes(inventory, actions)
     actions += image_actions
     kept += image_kept
 
-    volume_actions, volume_kept = _volumes(inventory.volumes, policy, now, volume_since or {})
+    volume_actions, volume_kept = _volumes(inventory.volumes, policy, now, volume_since or {},
+                                           removed)
+    warnings += _unknown_bytes(inventory, volume_actions)
     actions += volume_actions
     kept += volume_kept
 
@@ -176,6 +187,34 @@ def _build_cache_bounds(policy: Policy, filesystem: FilesystemUsage | None
     if keep.bytes is None and filesystem is None:
         return None
     return (keep.resolve(filesystem.total_bytes if filesystem else 0), older)
+def removed_containers(inventory: Inventory, policy: Policy, now: datetime) -> list[str]:
+    """Ids of the containers the plan of this inventory removes: the ones whose storage the
+    caller measures (`Container.disk_bytes`) before planning."""
+    return [a.id for a in _containers(inventory.containers, policy, now)[0]]
+
+
+def _unknown_bytes(inventory: Inventory, actions: list[Action]) -> list[str]:
+    """A warning for the container and volume actions whose bytes are not known (their
+    storage could not be read here): they carry 0, which is not a measurement."""
+    containers = {c.id: c for c in inventory.containers}
+    volumes = {v.name: v for v in inventory.volumes}
+    unknown: dict[str, int] = {}
+    for a in actions:
+        if a.kind == "container":
+            known = containers[a.id].disk_bytes is not None
+        else:
+            known = a.kind != "volume" or _volume_bytes(volumes[a.id]) is not None
+        if not known:
+            unknown[a.kind] = unknown.get(a.kind, 0) + 1
+    return [f"what removing {n} {kind}(s) frees is unknown: their storage could not be read "
+            "from the engine's data root here (a remote engine?); they count as 0 bytes in "
+            "the prediction" for kind, n in unknown.items()]
+
+
+def _volume_bytes(v: Volume) -> int | None:
+    """What removing the volume frees: its directories with its files where they were read,
+    else the engine's figure for its files."""
+    return v.disk_bytes if v.disk_bytes is not None else v.bytes
 
 
 def _build_cache_prediction(inventory: Inventory, policy: Policy,
@@ -216,10 +255,12 @@ def wants_layer_inodes(policy: Policy, filesystem: FilesystemUsage | None) -> bo
     return filesystem.used_inodes > rules.high_inodes.resolve(filesystem.total_inodes)
 
 
-def freeable_layers(inventory: Inventory) -> list[str]:
-    """Chain ids of the layers some deletion could free: those no container's image needs.
-    Only these need an inode count."""
-    used = {c.image_id for c in inventory.containers}
+def freeable_layers(inventory: Inventory, removed: Collection[str] = ()) -> list[str]:
+    """Chain ids of the layers some deletion could free: those no container's image needs,
+    but for the containers the plan removes (`removed_containers`). Only these need an inode
+    count."""
+    gone = set(removed)
+    used = {c.image_id for c in inventory.containers if c.id not in gone}
     pinned = {chain_id for i in inventory.images if i.id in used for chain_id in i.chain}
     return list(dict.fromkeys(chain_id for i in inventory.images if i.id not in used
                               for chain_id in i.chain if chain_id not in pinned))
@@ -287,16 +328,24 @@ def _images(
     now: datetime,
     filesystem: FilesystemUsage | None,
     accounting: Accounting,
+    removed: Mapping[str, str],
 ) -> tuple[list[Action], list[Kept], list[str]]:
+    """`removed`: the containers this plan removes before its images (id -> name). They
+    make no image in use; an image only they use is decided like any unused one, and its
+    reason says so."""
     rules = policy.images
     images = sorted(inventory.images, key=_by_id)
     users: dict[str, list[str]] = {}
+    held: dict[str, list[str]] = {}  # images used only by containers this plan removes
     for c in inventory.containers:
-        names = users.get(c.image_id)
+        into = held if c.id in removed else users
+        names = into.get(c.image_id)
         if names is None:
-            users[c.image_id] = [c.name]
+            into[c.image_id] = [c.name]
         else:
             names.append(c.name)
+    for image_id in users.keys() & held.keys():
+        del held[image_id]
     usage_of = usage.get
     arrived_now = LastUse(now, "first-seen", "")
     bases: dict[str, LastUse] = {}
@@ -435,7 +484,24 @@ def _images(
                                 f"{_ago((now - basis.when).total_seconds())} ago, within "
                                 f"max_age {_ago(max_age)}; no quota or watermark is set")
             kept.append(Kept("image", image.id, reason))
+    if held:
+        actions = [replace(a, reason=_held_by(a.reason, held[a.id])) if a.id in held else a
+                   for a in actions]
+        kept = [k._replace(reason=_held_by(k.reason, held[k.id])) if k.id in held else k
+                for k in kept]
     return actions, kept, warnings
+
+
+def _held_by(reason: Reason, names: list[str]) -> Reason:
+    return Reason(reason.rule, f"{reason.detail}; {_only_by(names)}")
+
+
+def _only_by(names: list[str]) -> str:
+    """What the reasons say of an object only containers this plan removes use."""
+    shown = sorted(names)
+    who = (f"container {shown[0]}" if len(shown) == 1
+           else f"containers {', '.join(shown[:3])}" + (" and more" if len(shown) > 3 else ""))
+    return f"in use only by {who}, which this plan removes"
 
 
 _by_id = attrgetter("id")
@@ -578,7 +644,7 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
             if rules.exited_after is None or since is None:
                 keep("exited-age", "no containers.exited_after, or no finish time")
             elif (now - since).total_seconds() > rules.exited_after:
-                actions.append(Action("container", c.id, (c.name,), c.rw_bytes or 0,
+                actions.append(Action("container", c.id, (c.name,), c.disk_bytes or 0,
                                       Reason("exited-age", f"{c.state.value}, finished "
                                              f"{_ago((now - since).total_seconds())} ago"),
                                       since))
@@ -589,7 +655,7 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
             if rules.created_after is None or c.created is None:
                 keep("created-age", "no containers.created_after, or no creation time")
             elif (now - c.created).total_seconds() > rules.created_after:
-                actions.append(Action("container", c.id, (c.name,), c.rw_bytes or 0,
+                actions.append(Action("container", c.id, (c.name,), c.disk_bytes or 0,
                                       Reason("created-age", "created "
                                              f"{_ago((now - c.created).total_seconds())} ago, "
                                              "never started"), c.created))
@@ -599,35 +665,58 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
     return actions, kept
 
 
+_DRIVER_OPTIONS = ("has driver options (NFS, CIFS, bind...): only when named in "
+                   "volumes.include")
+
+
 def _volumes(volumes: tuple[Volume, ...], policy: Policy, now: datetime,
-             since: Mapping[str, datetime]) -> tuple[list[Action], list[Kept]]:
+             since: Mapping[str, datetime], removed: Mapping[str, str]
+             ) -> tuple[list[Action], list[Kept]]:
+    """`removed`: the containers this plan removes (id -> name). A volume only they use is
+    dangling once they are gone: it waits its dangling_after from then, as any dangling
+    volume (the ledger sees it dangling from the next inventory on), unless
+    volumes.with_containers has a container's anonymous volumes removed with it, as
+    `docker rm -v` does."""
     rules = policy.volumes
     actions: list[Action] = []
     kept: list[Kept] = []
     for v in sorted(volumes, key=lambda v: v.name):
         keep = functools.partial(_keep, kept, "volume", v.name)
+        held = [removed[u] for u in v.used_by if u in removed]
+        users = len(v.used_by) - len(held)
 
-        if v.used_by:
-            keep("in-use", f"mounted by {len(v.used_by)} container(s)")
+        if users:
+            keep("in-use", f"mounted by {users} container(s)")
+        elif held and rules.with_containers and v.anonymous:
+            if v.options and v.name not in rules.include:
+                keep("driver-options", _DRIVER_OPTIONS)
+            elif (label := labels_match(rules.keep_labels, v.labels)) is not None:
+                keep("keep-label", f"has label {label!r}")
+            else:
+                actions.append(Action("volume", v.name, (), _volume_bytes(v) or 0, Reason(
+                    "with-container", f"anonymous volume {_only_by(held)} "
+                    "(volumes.with_containers)"), instance=v.instance))
         elif not rules.enabled:
             keep("off", "volumes are collected only when configured")
         elif v.options and v.name not in rules.include:
-            keep("driver-options", "has driver options (NFS, CIFS, bind...): only when named "
-                 "in volumes.include")
+            keep("driver-options", _DRIVER_OPTIONS)
         elif not v.anonymous and not rules.all and v.name not in rules.include:
             keep("named", "named volume: only with volumes.all = true")
         elif (label := labels_match(rules.keep_labels, v.labels)) is not None:
             keep("keep-label", f"has label {label!r}")
+        elif held:
+            assert rules.dangling_after is not None
+            keep("dangling-volume", f"{_only_by(held)}: dangling from then, it waits "
+                 f"dangling_after {_ago(rules.dangling_after)}")
         else:
             dangling_since = since.get(v.name, now)
             age = (now - dangling_since).total_seconds()
             assert rules.dangling_after is not None
             if age > rules.dangling_after:
-                actions.append(Action("volume", v.name, (), v.bytes or 0,
+                actions.append(Action("volume", v.name, (), _volume_bytes(v) or 0,
                                       Reason("dangling-volume", f"dangling {_ago(age)}"),
                                       dangling_since, v.instance))
             else:
                 keep("dangling-volume", f"dangling {_ago(age)}, within dangling_after "
                      f"{_ago(rules.dangling_after)}")
     return actions, kept
-

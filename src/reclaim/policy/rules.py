@@ -111,6 +111,9 @@ class VolumePolicy:
     all: bool = False  # named volumes too, not only anonymous ones
     include: tuple[str, ...] = ()  # volumes with driver options, named explicitly
     keep_labels: tuple[str, ...] = ()
+    # A container's anonymous volumes go with it (as `docker rm -v`), not dangling_after
+    # later; the other volume rules (keep_labels, driver options) still keep them.
+    with_containers: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -225,7 +228,7 @@ def _convert(setting: str, key: str, value: Any) -> Any:
         return tuple(items)
     if key in ("keep_latest", "keep_last"):
         return _count(setting, value)
-    if key == "all":
+    if key in ("all", "with_containers"):
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         if not isinstance(value, bool):

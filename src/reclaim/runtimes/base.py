@@ -39,6 +39,13 @@ class Runtime(Protocol):
         needs it, and only for the layers a deletion could free."""
         ...
 
+    def container_bytes(self, container_ids: Collection[str]) -> dict[str, int]:
+        """What removing each of these containers frees on disk (its read-write and init
+        layers, its directory with logs and config), for the containers the runtime can
+        measure; missing = unknown. Measuring walks the containers' files, so callers ask
+        only for the containers a plan removes."""
+        ...
+
     def image_refs(self, image_id: str) -> tuple[str, ...] | None:
         """The image's tags right now, or None when it is gone (for re-checks)."""
         ...

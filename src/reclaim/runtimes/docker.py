@@ -611,6 +611,18 @@ class DockerRuntime:
         with ThreadPoolExecutor(max_workers=self.api_workers) as pool:
             return dict(pool.map(one, ids))
 
+    def container_bytes(self, container_ids: Collection[str]) -> dict[str, int]:
+        """What removing each container frees on disk, read from the storage driver's own
+        directories under the data root (dockerdisk.py), without the engine's slow sized
+        listing; containers it cannot read (a remote engine, another driver) are left out:
+        unknown."""
+        from reclaim.runtimes.dockerdisk import container_disk_bytes
+
+        info = self.info()
+        if not (self.read_disk and info.data_root and container_ids):
+            return {}
+        return container_disk_bytes(info.data_root, info.image_store, container_ids)
+
     def layer_inodes(self, chain_ids: Collection[str]) -> dict[str, int]:
         """Inodes each layer holds, from the engine's own records on disk (layerinodes.py);
         a remote engine, an unreadable data root or another store: unknown (empty)."""
@@ -793,8 +805,11 @@ class DockerRuntime:
             driver = str(raw.get("Driver") or "local")
             mountpoint = str(raw.get("Mountpoint") or "")
             size = engine_sizes.get(name)
-            if size is None and self.read_disk and driver == "local" and not options:
-                size = _tree_bytes(mountpoint)
+            disk: int | None = None
+            if self.read_disk and driver == "local" and not options:
+                content, disk = _volume_bytes(mountpoint)
+                if size is None:
+                    size = content
             volumes.append(
                 Volume(
                     name=name,
@@ -807,6 +822,7 @@ class DockerRuntime:
                     options=options,
                     created=parse_time(raw.get("CreatedAt")),
                     instance=self._volume_instance(raw),
+                    disk_bytes=disk,
                 )
             )
         return volumes
@@ -967,9 +983,33 @@ def _layer_sizes_from_history(history: list[dict[str, Any]], n_layers: int) -> l
     return sizes + [0] * (n_layers - len(sizes))
 
 
-def _tree_bytes(path: str) -> int | None:
-    """Apparent bytes under `path`, each inode once, never following symlinks or crossing into
-    another filesystem (a volume's `_data` can hold an NFS mount)."""
+def _volume_bytes(mountpoint: str) -> tuple[int | None, int | None]:
+    """The bytes of the files in a local volume (what the engine's own figure counts), and
+    what removing it frees as `du -sbx` counts it: those, every directory under `_data` and
+    `_data` itself, and the volume's own directory (`volumes/<name>/`) with what else it
+    holds (`opts.json`). One walk; None where the volume cannot be read."""
+    walked = _tree_bytes(mountpoint)
+    if walked is None:
+        return None, None
+    files, directories = walked
+    head, tail = os.path.split(mountpoint.rstrip("/"))
+    if tail != "_data":
+        return files, files + directories
+    try:
+        own = os.lstat(head).st_size
+        with os.scandir(head) as entries:
+            for entry in entries:
+                if entry.name != "_data" and not entry.is_dir(follow_symlinks=False):
+                    own += entry.stat(follow_symlinks=False).st_size
+    except OSError:
+        return files, None
+    return files, files + directories + own
+
+
+def _tree_bytes(path: str) -> tuple[int, int] | None:
+    """Apparent bytes under `path`: of its files (and symlinks), each inode once, and of its
+    directories, `path` itself included; never following symlinks or crossing into another
+    filesystem (a volume's `_data` can hold an NFS mount)."""
     if not path:
         return None
     try:
@@ -978,6 +1018,7 @@ def _tree_bytes(path: str) -> int | None:
         return None
     seen: set[tuple[int, int]] = set()
     total = 0
+    directories = top.st_size
     stack = [path]
     while stack:
         current = stack.pop()
@@ -993,6 +1034,7 @@ def _tree_bytes(path: str) -> int | None:
             if st.st_dev != top.st_dev:
                 continue
             if entry.is_dir(follow_symlinks=False):
+                directories += st.st_size
                 stack.append(entry.path)
                 continue
             key = (st.st_dev, st.st_ino)
@@ -1000,7 +1042,7 @@ def _tree_bytes(path: str) -> int | None:
                 continue
             seen.add(key)
             total += st.st_size
-    return total
+    return total, directories
 
 
 def _api_at_least(version: str, minimum: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +21,8 @@ from reclaim.runtimes.recordcache import RecordCache
 from reclaim.timeutil import parse_time
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# The name of an overlay2 layer's short link under `l/`.
+_SHORT_LINK = re.compile(r"[0-9A-Z]{26}")
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -327,6 +330,107 @@ def _state_string(state: dict[str, Any]) -> str:
     if not started or started.startswith("0001-"):
         return "created"
     return "exited"
+
+
+# -- what removing a container frees ----------------------------------------------------------
+
+
+def container_disk_bytes(data_root: str, image_store: str, container_ids: Collection[str]
+                         ) -> dict[str, int]:
+    """What removing each container frees on disk, read from the storage driver's own
+    directories: `containers/<id>/` (config, logs, hostname, ...), and its read-write and init
+    layers with their records (overlay2: `layerdb/mounts/<id>/`, `overlay2/<mount-id>/`,
+    `overlay2/<mount-id>-init/` and their `l/` links; the containerd image store: the
+    snapshots named `<id>` and `<id>-init`). Containers whose storage cannot be found are
+    left out (unknown): another driver, a container mid-removal, or a data root that is not
+    this engine's (a remote engine's path that happens to exist here: the container's own
+    directory, named by its 256-bit id, is the proof that it is).
+
+    Counted as apparent bytes, each inode once, not across a mount point: what `du -sbx`
+    counts, and the unit of every other figure the plan adds up (an overlay2 layer's size is
+    the bytes of its files and the bookkeeping estimate is `du -b`'s, a volume's is `du
+    -b`'s), so that one plan never sums two units. What the filesystem gains in blocks is
+    measured apart (apply's statvfs figure)."""
+    from reclaim.fsck.sizing import size_paths  # here: only plan and apply need it
+
+    paths = container_storage(data_root, image_store, container_ids)
+    flat = [(cid, path) for cid, own in paths.items() for path in own]
+    sizes = size_paths([path for _, path in flat])
+    found: dict[str, int] = dict.fromkeys(paths, 0)
+    for (cid, _), size in zip(flat, sizes, strict=True):
+        found[cid] += size.apparent
+    return found
+
+
+def container_storage(data_root: str, image_store: str, container_ids: Collection[str]
+                      ) -> dict[str, list[str]]:
+    """The paths under the data root that removing each container deletes (see
+    `container_disk_bytes`); containers whose storage cannot be found are left out."""
+    root = os.fspath(data_root)
+    own: dict[str, list[str]] = {}
+    for cid in container_ids:
+        if _HEX64.fullmatch(cid) and os.path.isdir(f"{root}/containers/{cid}"):
+            own[cid] = [f"{root}/containers/{cid}"]
+    if image_store == "containerd":
+        from reclaim.runtimes import snapshotter
+
+        names = [n for cid in own for n in (cid, cid + "-init")]
+        dirs = snapshotter.snapshot_dirs(root, names)
+        if dirs is None:
+            return {}
+        for cid, paths in own.items():
+            # The active read-write snapshot is the container's; without it the container
+            # is mid-creation or mid-removal: unknown.
+            if cid not in dirs:
+                paths.clear()
+                continue
+            paths.append(dirs[cid])
+            if cid + "-init" in dirs:
+                paths.append(dirs[cid + "-init"])
+    elif image_store == "overlay2":
+        for cid, paths in own.items():
+            layers = _overlay2_layers(root, cid)
+            if layers is None:
+                paths.clear()
+            else:
+                paths.extend(layers)
+    else:
+        return {}
+    return {cid: paths for cid, paths in own.items() if paths}
+
+
+def _overlay2_layers(root: str, cid: str) -> list[str] | None:
+    """A container's layer records and directories on overlay2; None when its mount record
+    cannot be read or names something that is not a layer id."""
+    mounts = f"{root}/image/overlay2/layerdb/mounts/{cid}"
+    try:
+        with open(mounts + "/mount-id") as f:
+            mount_id = f.read().strip()
+    except OSError:
+        return None
+    if not _HEX64.fullmatch(mount_id):
+        return None
+    try:
+        with open(mounts + "/init-id") as f:
+            init_id: str | None = f.read().strip()
+    except OSError:
+        init_id = None  # a container made without an init layer
+    if init_id is not None and init_id != mount_id + "-init":
+        return None
+    paths = [mounts]
+    for layer in (mount_id, init_id):
+        if layer is None:
+            continue
+        directory = f"{root}/overlay2/{layer}"
+        paths.append(directory)
+        try:
+            with open(directory + "/link") as f:
+                link = f.read().strip()
+        except OSError:
+            continue
+        if _SHORT_LINK.fullmatch(link):
+            paths.append(f"{root}/overlay2/l/{link}")
+    return paths
 
 
 class ContentStore:

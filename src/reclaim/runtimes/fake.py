@@ -156,8 +156,11 @@ class FakeRuntime:
         volumes = tuple(
             v._replace(used_by=tuple(users.get(v.name, ()))) for v in self.volumes.values()
         )
+        # What removing a container frees is measured apart (`container_bytes`), as the
+        # Docker adapter does.
         containers = tuple(
-            c if sizes else c._replace(rw_bytes=None) for c in self.containers.values()
+            c._replace(disk_bytes=None) if sizes else c._replace(rw_bytes=None, disk_bytes=None)
+            for c in self.containers.values()
         )
         return Inventory(
             engine=self.engine,
@@ -173,6 +176,14 @@ class FakeRuntime:
     def layer_inodes(self, chain_ids: Collection[str]) -> dict[str, int]:
         self._check_up()
         return {c: self.inodes[c] for c in chain_ids if c in self.layers and c in self.inodes}
+
+    def container_bytes(self, container_ids: Collection[str]) -> dict[str, int]:
+        """The `disk_bytes` the containers were added with; a container added without
+        cannot be measured (as on a data root the adapter cannot read)."""
+        self._check_up()
+        found = {cid: self.containers[cid].disk_bytes for cid in container_ids
+                 if cid in self.containers}
+        return {cid: n for cid, n in found.items() if n is not None}
 
     def image_refs(self, image_id: str) -> tuple[str, ...] | None:
         image = self.images.get(image_id)

@@ -4,17 +4,22 @@ its own bbolt file under Docker's data root (the project's read-only reader).
 When containerd commits a snapshot it measures its `fs/` (bytes allocated, inodes) and keeps
 both under the snapshot's key, `<namespace>/<sequence>/<name>`; committed image layers are
 named by their chain id. Used for the containerd image store's layer sizes (`df`) and inode
-counts (inode watermarks).
+counts (inode watermarks), and to find a container's snapshots (named by the container's id,
+and `<id>-init`) for what removing it frees.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from reclaim.fsck import bbolt
 
-DB = ("containerd", "daemon", "io.containerd.snapshotter.v1.overlayfs", "metadata.db")
+_ROOT = ("containerd", "daemon", "io.containerd.snapshotter.v1.overlayfs")
+DB = (*_ROOT, "metadata.db")
+# Each snapshot's files: `snapshots/<id>/{fs,work}`, `id` being the number in its record.
+SNAPSHOTS = (*_ROOT, "snapshots")
 _COMMITTED = 3  # containerd's snapshot kind for a committed (read-only) snapshot
 
 
@@ -41,6 +46,27 @@ def committed(data_root: str, namespace: str | None = None) -> dict[str, Usage] 
             continue
         found[parts[2]] = Usage(varint(bucket.items.get(b"size", b"")),
                                 varint(bucket.items.get(b"inodes", b"")))
+    return found
+
+
+def snapshot_dirs(data_root: str, names: Collection[str]) -> dict[str, str] | None:
+    """Name -> directory (`snapshots/<id>`) of the snapshots, of any kind and in any
+    namespace, whose name is in `names`; None when the database cannot be read."""
+    wanted = set(names)
+    try:
+        db = bbolt.read(os.path.join(data_root, *DB))
+    except (OSError, bbolt.BoltError):
+        return None
+    snapshots = db.root.buckets.get(b"v1", bbolt.Bucket()).buckets.get(b"snapshots")
+    base = os.path.join(data_root, *SNAPSHOTS)
+    found: dict[str, str] = {}
+    for key, bucket in (snapshots.buckets if snapshots else {}).items():
+        parts = key.decode("utf-8", "replace").split("/", 2)
+        if len(parts) != 3 or parts[2] not in wanted:
+            continue
+        number = uvarint(bucket.items.get(b"id", b""))
+        if number is not None:
+            found[parts[2]] = os.path.join(base, str(number))
     return found
 
 
