@@ -38,11 +38,17 @@ class Recorder:
         # may have moved a tag: looking each event's tag up in the database costs more than
         # the write of the event itself.
         self._refs: dict[str, str] | None = None
+        # Names moved by image events since the last inventory, which the ledger's tags do
+        # not show yet: a tag given to another image names that one from the event on (None:
+        # removed, ask the resolver). Without it a use of `app:1` made after `app:1` moved
+        # would be counted for the image the name used to mean.
+        self._moved: dict[str, str | None] = {}
 
     def catch_up(self, inventory: Inventory, now: datetime) -> None:
         """Reconcile the ledger with an inventory taken now."""
         self.ledger.observe(inventory, now)
         self._refs = None
+        self._moved.clear()
 
     def handle(self, events: Iterable[Event], now: datetime) -> int:
         """Write one batch of events in one transaction, with the checkpoint after the last
@@ -87,6 +93,10 @@ class Recorder:
             self.ledger.note_image_in(db, image_id, event.time)
         elif event.action == "tag":
             self.ledger.note_image_in(db, image_id, event.time, tagged=True)
+            if event.name:
+                self._moved[event.name] = image_id
+        elif event.action == "untag" and event.name:
+            self._moved[event.name] = None
         elif event.action == "delete":
             self.ledger.note_image_in(db, image_id, event.time, gone=True)
 
@@ -97,6 +107,11 @@ class Recorder:
             return None
         if _looks_like_id(ref):
             return ref if ref.startswith("sha256:") else "sha256:" + ref
+        if ref in self._moved:
+            found = self._moved[ref]
+            if found is None and self.resolve is not None:
+                found = self.resolve(ref)
+            return found
         if self._refs is None:
             self._refs = self.ledger.ref_index()
         found = self._refs.get(ref)

@@ -371,3 +371,24 @@ def test_writes_that_never_succeed_end_with_exit_1(
     stop_on(w, clock, 1)
     assert w.run() == 1
     assert ledger.checkpoint() == T0  # the state before stays as it was
+
+
+def test_a_use_of_a_name_moved_since_the_inventory_counts_for_the_image_it_names_now(
+        ledger: Ledger) -> None:
+    from reclaim.recorder import Recorder
+
+    fake = FakeRuntime()
+    fake.add_image(X, tags=["app:1"], layers=[("lx", 1)])
+    fake.add_image(Y, tags=["app:2"], layers=[("ly", 1)])
+    recorder = Recorder(ledger, resolve=lambda ref: None)
+    recorder.catch_up(fake.inventory(), T0)
+    # `docker tag app:2 app:1` moves the name to Y; then a container is made from `app:1`.
+    recorder.handle([Event(at(5), "image", "tag", Y, name="app:1"),
+                     container_event("create", "c1", "app:1", 6)], at(7))
+    assert last_used(ledger, Y) == (at(6), "event")
+    assert last_used(ledger, X) != (at(6), "event")
+    assert ledger.container_image("c1") == (Y, "c1-name")
+    # A name removed meanwhile is asked of the resolver, never taken from the old tags.
+    recorder.handle([Event(at(8), "image", "untag", Y, name="app:1"),
+                     container_event("create", "c2", "app:1", 9)], at(10))
+    assert ledger.container_image("c2") is None
