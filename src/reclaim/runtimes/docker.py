@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from reclaim.errors import (
     EngineError,
@@ -29,6 +29,7 @@ from reclaim.errors import (
     InUse,
     NotFound,
     ReclaimError,
+    UsageError,
 )
 from reclaim.model import (
     Blob,
@@ -78,8 +79,52 @@ _EMPTY_LAYER_HINT = (
 T = TypeVar("T")
 
 
+_ENDPOINT_FORMS = "unix:///PATH, tcp://HOST:PORT, https://HOST:PORT or ssh://[USER@]HOST"
+
+
 def resolve_endpoint(engine: str | None) -> str:
-    return engine or os.environ.get("DOCKER_HOST") or DEFAULT_ENDPOINT
+    """The engine's URL: `engine` (the --engine flag), else DOCKER_HOST, else the default
+    socket. `UsageError`, naming where the URL came from, when it is not one reclaim can use."""
+    if engine is not None:
+        source, url = "--engine", engine
+    elif os.environ.get("DOCKER_HOST"):
+        source, url = "DOCKER_HOST", os.environ["DOCKER_HOST"]
+    else:
+        return DEFAULT_ENDPOINT
+    problem = _endpoint_problem(url)
+    if problem is not None:
+        raise UsageError(f"{source} {url!r}: not an engine URL ({problem}); "
+                         f"give {_ENDPOINT_FORMS}")
+    return url
+
+
+def _endpoint_problem(url: str) -> str | None:
+    """What makes `url` no engine endpoint, or None. A bare HOST:PORT is TCP, as docker reads
+    it."""
+    if not url:
+        return "empty"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it holds spaces or control characters"
+    try:
+        parts = urlsplit(url if "://" in url else f"tcp://{url}")
+    except ValueError:
+        return "a bad IPv6 address"
+    scheme = parts.scheme
+    if scheme not in ("unix", "http+unix", "tcp", "http", "https", "ssh"):
+        return f"unknown scheme {scheme or url.partition('://')[0]!r}"
+    if parts.query or parts.fragment or parts.password:
+        return "a query, fragment or password has no place in it"
+    if scheme in ("unix", "http+unix"):
+        return None if parts.netloc or parts.path else "no socket path"
+    try:
+        port = parts.port
+    except ValueError:
+        return "the port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "no host"
+    if scheme == "ssh":
+        return "no path may follow the host" if parts.path.strip("/") else None
+    return None if port else "no port"
 
 
 class LayerInfo(NamedTuple):
