@@ -55,7 +55,14 @@ from reclaim.runtimes.dockerdisk import (
     read_container_state,
 )
 from reclaim.runtimes.recordcache import RecordCache
-from reclaim.runtimes.unixhttp import HTTPStatusError, UnixJSONClient, unix_connection
+from reclaim.runtimes.unixhttp import (
+    HTTPStatusError,
+    NotJSONError,
+    ProtocolError,
+    UnixJSONClient,
+    decode_answer,
+    unix_connection,
+)
 from reclaim.timeutil import parse_time
 
 if TYPE_CHECKING:
@@ -80,6 +87,7 @@ T = TypeVar("T")
 
 
 _ENDPOINT_FORMS = "unix:///PATH, tcp://HOST:PORT, https://HOST:PORT or ssh://[USER@]HOST"
+_NOT_DOCKER_HINT = "point reclaim at a Docker engine's API with --engine URL or DOCKER_HOST"
 
 
 def resolve_endpoint(engine: str | None) -> str:
@@ -191,20 +199,27 @@ class DockerRuntime:
     # -- error translation ---------------------------------------------------------------
 
     @contextmanager
-    def _translate(self, what: str = "") -> Iterator[None]:
+    def _translate(self, what: str = "", *, probe: bool = False) -> Iterator[None]:
+        """Maps what a call to the engine raises to reclaim's errors; `probe`: the answer says
+        whether this is a Docker engine at all."""
         try:
             yield
         except ReclaimError:
             raise
         except Exception as exc:
-            mapped = self._map_error(exc, what)
+            mapped = self._map_error(exc, what, probe)
             if mapped is None:
                 raise
             raise mapped from exc
 
-    def _map_error(self, exc: Exception, what: str) -> ReclaimError | None:
+    def _map_error(self, exc: Exception, what: str, probe: bool) -> ReclaimError | None:
+        if probe and _not_docker(exc):
+            return EngineUnsupported(f"not a Docker engine at {self.endpoint}",
+                                     hint=_NOT_DOCKER_HINT)
         if isinstance(exc, HTTPStatusError):
             return _status_error(exc.status, exc.message, what)
+        if isinstance(exc, NotJSONError):
+            return EngineError(f"{what}: the engine's answer is not JSON")
         module = type(exc).__module__
         if module.startswith("docker"):
             import docker.errors
@@ -232,28 +247,29 @@ class DockerRuntime:
             )
         return None
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, probe: bool = False) -> T:
         with self._count_lock:
             self.api_calls += 1
-        with self._translate(what):
+        with self._translate(what, probe=probe):
             return fn()
 
     def _get(
         self, path: str, what: str, params: dict[str, Any] | None = None,
-        api_version: str | None = None,
+        api_version: str | None = None, *, probe: bool = False,
     ) -> tuple[Any, dict[str, str]]:
         """One GET: the decoded JSON and the response headers (lower-case names)."""
         def fetch() -> tuple[Any, dict[str, str]]:
             if self._unix is not None:
                 return self._unix.get(path, params, api_version=api_version)
-            url = self.client._url(path)
-            if api_version:
-                url = url.replace(f"/v{BASE_API}/", f"/v{api_version}/")
-            response = self.client._get(url, params=params or {})
-            body = self.client._result(response, json=True)
-            return body, {k.lower(): v for k, v in response.headers.items()}
+            response = self.client._get(self._client_url(path, api_version),
+                                        params=params or {})
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return decode_answer(response.status_code, headers, response.content), headers
 
-        return self._call(what, fetch)
+        return self._call(what, fetch, probe=probe)
+
+    def _client_url(self, path: str, api_version: str | None = None) -> str:
+        return f"{self.client.base_url}/v{api_version or BASE_API}{path}"
 
     def _get_json(self, path: str, what: str, **params: Any) -> Any:
         return self._get(path, what, params)[0]
@@ -262,11 +278,14 @@ class DockerRuntime:
 
     def info(self) -> EngineInfo:
         if self._info is None:
-            raw, headers = self._get("/info", "engine info")
+            # The first call, and the probe: its answer's shape tells a Docker engine from
+            # whatever else may listen there, at no extra call.
+            raw, headers = self._get("/info", "engine info", probe=True)
             # Every answer names the engine's own API version: no separate probe needed.
             self._server_api = headers.get("api-version") or BASE_API
             if not isinstance(raw, dict) or "ServerVersion" not in raw:
-                raise EngineUnsupported(f"{self.endpoint} does not answer like a Docker engine")
+                raise EngineUnsupported(f"not a Docker engine at {self.endpoint}",
+                                        hint=_NOT_DOCKER_HINT)
             self._container_count = raw.get("Containers")
             self._image_count = raw.get("Images")
             driver = str(raw.get("Driver", ""))
@@ -499,12 +518,7 @@ class DockerRuntime:
                 conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
                 response = conn.getresponse()
                 if response.status >= 400:
-                    body = response.read()
-                    try:
-                        message = str(json.loads(body).get("message", ""))
-                    except (ValueError, AttributeError):
-                        message = body.decode(errors="replace")[:200]
-                    raise HTTPStatusError(response.status, message)
+                    decode_answer(response.status, {}, response.read())  # raises
                 return response
 
             response = self._call("events", connect)
@@ -1053,6 +1067,37 @@ def _explanation(exc: Exception) -> str:
     return str(getattr(exc, "explanation", None) or exc)
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what it was raised from or while handling, and the exceptions wrapped
+    in their arguments (requests and urllib3 wrap that way), each once."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def _not_docker(exc: BaseException) -> bool:
+    """Whether the failure of /info shows that what answered is no Docker engine: an answer
+    that is not HTTP, or not JSON, or an error status without the API version an engine names
+    on every answer. (A Docker engine never answers 404 to /info.)"""
+    if isinstance(exc, HTTPStatusError):
+        return exc.status == 404 or "api-version" not in exc.headers
+    if isinstance(exc, (NotJSONError, ProtocolError)):
+        return True
+    http_client = sys.modules.get("http.client")
+    return http_client is not None and any(
+        # A connection closed without a word is not an answer: RemoteDisconnected.
+        isinstance(e, http_client.BadStatusLine) and not isinstance(e, ConnectionError)
+        for e in _causes(exc)
+    )
+
+
 def _is_permission_error(exc: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -1092,13 +1137,9 @@ class _UnixSender:
             conn.close()
             self._local.conn = None
             raise
-        if response.status >= 400:
-            try:
-                message = str(json.loads(body).get("message", ""))
-            except (ValueError, AttributeError):
-                message = body.decode(errors="replace")[:200]
-            raise HTTPStatusError(response.status, message)
-        return json.loads(body) if body.strip() else None
+        if response.status < 400 and not body.strip():
+            return None
+        return decode_answer(response.status, {}, body)
 
 
 # Events that can make an image's tags unsafe to remove: a container created (from any
@@ -1143,8 +1184,7 @@ class UseWatch:
             self._sock = self._conn.sock
             response = self._conn.getresponse()
             if response.status >= 400:
-                raise HTTPStatusError(response.status, response.read()[:200].decode(
-                    errors="replace"))
+                decode_answer(response.status, {}, response.read())  # raises
         except (OSError, http.client.HTTPException, HTTPStatusError) as exc:
             self._lost = f"the engine's event stream could not be opened ({exc})"
             self._conn.close()
