@@ -71,6 +71,12 @@ if TYPE_CHECKING:
     import docker
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
+# How long one call waits for the engine, by kind of call. /info comes first on every run and
+# says within seconds whether an engine is there at all; the listings and removals of a big
+# host take longer; the build-cache prune deletes as it goes and can take minutes.
+PROBE_TIMEOUT = 10.0
+CALL_TIMEOUT = 120.0
+PRUNE_TIMEOUT = 600.0
 # The oldest API reclaim speaks (Docker 20.10). Pinning it saves the version probe that
 # `version="auto"` costs on every run; newer engines serve it unchanged.
 BASE_API = "1.41"
@@ -151,7 +157,7 @@ class DockerRuntime:
         self,
         endpoint: str | None = None,
         *,
-        timeout: float = 120.0,
+        timeout: float | None = None,
         api_workers: int = 8,
         read_disk: bool = True,
         listings_from_disk: bool = False,
@@ -168,14 +174,18 @@ class DockerRuntime:
         # Where those records are kept between runs (recordcache.py); None: read every time.
         self.record_cache_dir = record_cache_dir
         self._records: RecordCache | None = None
-        self.timeout = timeout
+        # `timeout` (the --timeout flag) is every call's deadline; /info waits at most
+        # PROBE_TIMEOUT of it.
+        self.timeout = CALL_TIMEOUT if timeout is None else timeout
+        self.prune_timeout = PRUNE_TIMEOUT if timeout is None else timeout
+        self.probe_timeout = min(PROBE_TIMEOUT, self.timeout)
         # Counts engine API calls, for the benchmark's "how many calls" column.
         self.api_calls = 0
         self._count_lock = threading.Lock()
         self._unix: UnixJSONClient | None = None
         if self.endpoint.startswith("unix://"):
             self._unix = UnixJSONClient(
-                self.endpoint.removeprefix("unix://"), BASE_API, timeout
+                self.endpoint.removeprefix("unix://"), BASE_API, self.timeout
             )
         self._client: docker.APIClient | None = None
         self._info: EngineInfo | None = None
@@ -190,7 +200,7 @@ class DockerRuntime:
         if self._client is None:
             import docker
 
-            with self._translate("connect"):
+            with self._translate("connect", "connect", self.timeout):
                 self._client = docker.APIClient(
                     base_url=self.endpoint, version=BASE_API, timeout=self.timeout
                 )
@@ -199,20 +209,23 @@ class DockerRuntime:
     # -- error translation ---------------------------------------------------------------
 
     @contextmanager
-    def _translate(self, what: str = "", *, probe: bool = False) -> Iterator[None]:
-        """Maps what a call to the engine raises to reclaim's errors; `probe`: the answer says
+    def _translate(self, what: str, call: str, deadline: float, *,
+                   probe: bool = False) -> Iterator[None]:
+        """Maps what a call to the engine raises to reclaim's errors. `call` names it (its
+        method and path) and `deadline` is how long it may wait; `probe`: the answer says
         whether this is a Docker engine at all."""
         try:
             yield
         except ReclaimError:
             raise
         except Exception as exc:
-            mapped = self._map_error(exc, what, probe)
+            mapped = self._map_error(exc, what, call, deadline, probe)
             if mapped is None:
                 raise
             raise mapped from exc
 
-    def _map_error(self, exc: Exception, what: str, probe: bool) -> ReclaimError | None:
+    def _map_error(self, exc: Exception, what: str, call: str, deadline: float,
+                   probe: bool) -> ReclaimError | None:
         if probe and _not_docker(exc):
             return EngineUnsupported(f"not a Docker engine at {self.endpoint}",
                                      hint=_NOT_DOCKER_HINT)
@@ -237,9 +250,13 @@ class DockerRuntime:
         if module.startswith(("docker", "requests", "urllib3")) or isinstance(exc, OSError) or (
             http_client is not None and isinstance(exc, http_client.HTTPException)
         ):
-            if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
+            if _is_timeout(exc):
                 return EngineUnreachable(
-                    f"the Docker engine at {self.endpoint} did not answer in time ({what})"
+                    f"the engine at {self.endpoint} did not answer {call} within "
+                    f"{deadline:g} s",
+                    hint=("is it stopped or overloaded? Point reclaim at another with "
+                          "--engine URL or DOCKER_HOST") if probe else
+                         "a big or busy host may need longer: --timeout SECONDS",
                 )
             return EngineUnreachable(
                 f"cannot reach the Docker engine at {self.endpoint}",
@@ -247,26 +264,30 @@ class DockerRuntime:
             )
         return None
 
-    def _call(self, what: str, fn: Callable[[], T], *, probe: bool = False) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, call: str, deadline: float,
+              probe: bool = False) -> T:
         with self._count_lock:
             self.api_calls += 1
-        with self._translate(what, probe=probe):
+        with self._translate(what, call, deadline, probe=probe):
             return fn()
 
     def _get(
         self, path: str, what: str, params: dict[str, Any] | None = None,
-        api_version: str | None = None, *, probe: bool = False,
+        api_version: str | None = None, *, timeout: float | None = None, probe: bool = False,
     ) -> tuple[Any, dict[str, str]]:
-        """One GET: the decoded JSON and the response headers (lower-case names)."""
+        """One GET: the decoded JSON and the response headers (lower-case names). It waits
+        `timeout` seconds at most, by default the call deadline."""
+        deadline = self.timeout if timeout is None else timeout
+
         def fetch() -> tuple[Any, dict[str, str]]:
             if self._unix is not None:
-                return self._unix.get(path, params, api_version=api_version)
+                return self._unix.get(path, params, api_version=api_version, timeout=deadline)
             response = self.client._get(self._client_url(path, api_version),
-                                        params=params or {})
+                                        params=params or {}, timeout=deadline)
             headers = {k.lower(): v for k, v in response.headers.items()}
             return decode_answer(response.status_code, headers, response.content), headers
 
-        return self._call(what, fetch, probe=probe)
+        return self._call(what, fetch, call=path, deadline=deadline, probe=probe)
 
     def _client_url(self, path: str, api_version: str | None = None) -> str:
         return f"{self.client.base_url}/v{api_version or BASE_API}{path}"
@@ -280,7 +301,8 @@ class DockerRuntime:
         if self._info is None:
             # The first call, and the probe: its answer's shape tells a Docker engine from
             # whatever else may listen there, at no extra call.
-            raw, headers = self._get("/info", "engine info", probe=True)
+            raw, headers = self._get("/info", "engine info", timeout=self.probe_timeout,
+                                     probe=True)
             # Every answer names the engine's own API version: no separate probe needed.
             self._server_api = headers.get("api-version") or BASE_API
             if not isinstance(raw, dict) or "ServerVersion" not in raw:
@@ -407,10 +429,19 @@ class DockerRuntime:
         if older_than is not None:
             params["filters"] = json.dumps({"until": [f"{int(older_than)}s"]})
         if self._unix is not None:
-            result = self._send("POST", "/build/prune", "prune build cache", params)
+            result = self._send("POST", "/build/prune", "prune build cache", params,
+                                timeout=self.prune_timeout)
         else:
-            result = self._call("prune build cache",
-                                lambda: self.client.prune_builds(**_prune_kwargs(params)))
+            def prune() -> Any:
+                response = self.client._post(self._client_url("/build/prune"), params=params,
+                                             timeout=self.prune_timeout)
+                body = response.content
+                if response.status_code < 400 and not body.strip():
+                    return None
+                return decode_answer(response.status_code, {}, body)
+
+            result = self._call("prune build cache", prune, call="POST /build/prune",
+                                deadline=self.prune_timeout)
         return int((result or {}).get("SpaceReclaimed") or 0)
 
     def remove_image(self, ref: str) -> None:
@@ -425,7 +456,8 @@ class DockerRuntime:
             records = self._send("DELETE", f"/images/{quote(ref, safe='/:')}", what,
                                  {"force": "false", "noprune": "false"})
         else:
-            records = self._call(what, lambda: self.client.remove_image(ref, force=False))
+            records = self._call(what, lambda: self.client.remove_image(ref, force=False),
+                                 call=f"DELETE /images/{ref}", deadline=self.timeout)
         return any(isinstance(r, dict) and r.get("Deleted") for r in records or ())
 
     def tag_image(self, image_id: str, ref: str) -> None:
@@ -438,7 +470,8 @@ class DockerRuntime:
         if self._unix is not None:
             self._send("POST", f"/images/{image_id}/tag", what, {"repo": repo, "tag": tag})
         else:
-            self._call(what, lambda: self.client.tag(image_id, repo, tag, force=False))
+            self._call(what, lambda: self.client.tag(image_id, repo, tag, force=False),
+                       call=f"POST /images/{image_id}/tag", deadline=self.timeout)
 
     def remove_container(self, container_id: str) -> None:
         what = f"remove container {container_id[:12]}"
@@ -447,14 +480,16 @@ class DockerRuntime:
                        {"v": "false", "force": "false"})
             return
         self._call(what, lambda: self.client.remove_container(container_id, v=False,
-                                                              force=False))
+                                                              force=False),
+                   call=f"DELETE /containers/{container_id}", deadline=self.timeout)
 
     def remove_volume(self, name: str) -> None:
         what = f"remove volume {name}"
         if self._unix is not None:
             self._send("DELETE", f"/volumes/{quote(name, safe='')}", what, {"force": "false"})
             return
-        self._call(what, lambda: self.client.remove_volume(name, force=False))
+        self._call(what, lambda: self.client.remove_volume(name, force=False),
+                   call=f"DELETE /volumes/{name}", deadline=self.timeout)
 
     def watch_uses(self, since: datetime) -> UseWatch | None:
         """A live watch, from the engine's event stream, of what makes an image's tags unsafe
@@ -470,14 +505,18 @@ class DockerRuntime:
     _sender: _UnixSender | None = None
 
     def _send(self, method: str, path: str, what: str,
-              params: dict[str, Any] | None = None) -> Any:
+              params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """One request that changes something, over the local unix socket with the standard
         library: an apply then never pays for importing docker-py (0.2-0.3 s a run)."""
         assert self._unix is not None
         if self._sender is None:
-            self._sender = _UnixSender(self._unix.socket_path, self.timeout)
+            self._sender = _UnixSender(self._unix.socket_path)
         sender = self._sender
-        return self._call(what, lambda: sender.request(method, f"/v{BASE_API}{path}", params))
+        deadline = self.timeout if timeout is None else timeout
+        return self._call(
+            what, lambda: sender.request(method, f"/v{BASE_API}{path}", params, deadline),
+            call=f"{method} {path}", deadline=deadline,
+        )
 
     def image_id(self, ref: str) -> str:
         """The id of the image a reference (tag, digest or id) names now; `NotFound` if none."""
@@ -508,20 +547,25 @@ class DockerRuntime:
                 yield event
 
     def _unix_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        # A connection of its own without a timeout: an idle engine sends nothing for hours,
-        # and that is not an error.
+        # A connection of its own. The connect and the answer's headers have the call
+        # deadline; the stream then has none: an idle engine sends nothing for hours, and
+        # that is not an error.
         import http.client
 
-        conn = unix_connection(self.endpoint.removeprefix("unix://"), None)
+        conn = unix_connection(self.endpoint.removeprefix("unix://"), self.timeout)
         try:
             def connect() -> http.client.HTTPResponse:
                 conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
+                # Kept: http.client lets go of it if the answer says it will close.
+                sock = conn.sock
                 response = conn.getresponse()
                 if response.status >= 400:
                     decode_answer(response.status, {}, response.read())  # raises
+                if sock is not None:
+                    sock.settimeout(None)
                 return response
 
-            response = self._call("events", connect)
+            response = self._call("events", connect, call="/events", deadline=self.timeout)
             try:
                 yield from _json_messages(response)
             except (OSError, http.client.HTTPException):
@@ -530,21 +574,23 @@ class DockerRuntime:
             conn.close()
 
     def _client_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        stream = self._call(
-            "events",
-            lambda: self.client.events(
-                since=params.get("since"), until=params.get("until"),
-                filters={"type": ["container", "image"]}, decode=True,
-            ),
-        )
+        def connect() -> Any:
+            response = self.client._get(self._client_url("/events"), params=params,
+                                        stream=True, timeout=self.timeout)
+            # The deadline covers the connect and the answer's headers; the stream itself has
+            # none, as docker-py does for the streams it attaches to.
+            self.client._disable_socket_timeout(self.client._get_raw_response_socket(response))
+            return response
+
+        response = self._call("events", connect, call="/events", deadline=self.timeout)
         try:
-            for message in stream:
+            for message in self.client._stream_helper(response, decode=True):
                 if isinstance(message, dict):
                     yield message
         except Exception:
             return  # requests/urllib3 raising mid-stream: a broken connection, as above
         finally:
-            stream.close()
+            response.close()
 
     def close(self) -> None:
         if self._unix is not None:
@@ -1046,15 +1092,6 @@ def _api_at_least(version: str, minimum: str) -> bool:
     return parts(version) >= parts(minimum)
 
 
-def _prune_kwargs(params: dict[str, Any]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if "keep-storage" in params:
-        kwargs["keep_storage"] = params["keep-storage"]
-    if "filters" in params:
-        kwargs["filters"] = json.loads(params["filters"])
-    return kwargs
-
-
 def _status_error(status: int, message: str, what: str) -> ReclaimError:
     if status == 404:
         return NotFound(f"{what}: {message}")
@@ -1080,6 +1117,15 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         yield current
         stack.extend(a for a in current.args if isinstance(a, BaseException))
         stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    requests_errors = sys.modules.get("requests.exceptions")
+    return any(
+        isinstance(e, TimeoutError) or "timed out" in str(e).lower()
+        or (requests_errors is not None and isinstance(e, requests_errors.Timeout))
+        for e in _causes(exc)
+    )
 
 
 def _not_docker(exc: BaseException) -> bool:
@@ -1113,22 +1159,27 @@ class _UnixSender:
     """Requests that change something, over a unix socket with the standard library; one
     kept-alive connection per thread, so removals may run in parallel."""
 
-    def __init__(self, socket_path: str, timeout: float) -> None:
+    def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
-        self.timeout = timeout
         self._local = threading.local()
 
-    def request(self, method: str, url: str, params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, url: str, params: dict[str, Any] | None,
+                timeout: float) -> Any:
         """The decoded JSON answer, None when it is empty. `HTTPStatusError` for an error
-        status; a transport failure is raised as it is, never retried: a removal sent twice
-        would come back as 'not found' and be reported as someone else's."""
+        status; a transport failure (`TimeoutError` when the engine is silent for `timeout`
+        seconds) is raised as it is, never retried: a removal sent twice would come back as
+        'not found' and be reported as someone else's."""
         import http.client
 
         if params:
             url += "?" + urlencode(params)
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = unix_connection(self.socket_path, self.timeout)
+            conn = self._local.conn = unix_connection(self.socket_path, timeout)
+        elif conn.timeout != timeout:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
         try:
             conn.request(method, url)
             response = conn.getresponse()
@@ -1172,7 +1223,8 @@ class UseWatch:
         self._thread: threading.Thread | None = None
         import http.client
 
-        self._conn = unix_connection(socket_path, None)
+        # The connect and the answer's headers have the call deadline; the stream, none.
+        self._conn = unix_connection(socket_path, runtime.timeout)
         params = {
             "since": _event_time_param(since),
             "filters": json.dumps({"type": ["container", "image"], "event": list(_USE_EVENTS)}),
@@ -1185,6 +1237,8 @@ class UseWatch:
             response = self._conn.getresponse()
             if response.status >= 400:
                 decode_answer(response.status, {}, response.read())  # raises
+            if self._sock is not None:
+                self._sock.settimeout(None)
         except (OSError, http.client.HTTPException, HTTPStatusError) as exc:
             self._lost = f"the engine's event stream could not be opened ({exc})"
             self._conn.close()

@@ -91,6 +91,7 @@ class _Socket:
     def __init__(self, path: str, timeout: float) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
+        self.timeout = timeout
         try:
             self.sock.connect(path)
         except BaseException:
@@ -115,18 +116,25 @@ class UnixJSONClient:
         self._local = threading.local()
 
     def get(
-        self, path: str, params: dict[str, Any] | None = None, *, api_version: str | None = None
+        self, path: str, params: dict[str, Any] | None = None, *, api_version: str | None = None,
+        timeout: float | None = None,
     ) -> tuple[Any, dict[str, str]]:
         """The decoded JSON answer and the response headers (names in lower case). Raises
         `HTTPStatusError` for an error status, `NotJSONError` for a body that is not JSON and
-        `OSError` for transport failures."""
+        `OSError` for transport failures (`TimeoutError` when the engine is silent for
+        `timeout` seconds, the client's own by default, at the connect or at any read)."""
         url = f"/v{api_version or self.api_version}{path}"
         if params:
             url += "?" + urlencode(params)
+        if timeout is None:
+            timeout = self.timeout
         conn: _Socket | None = getattr(self._local, "conn", None)
         try:
             if conn is None:
-                conn = self._local.conn = _Socket(self.socket_path, self.timeout)
+                conn = self._local.conn = _Socket(self.socket_path, timeout)
+            elif conn.timeout != timeout:
+                conn.sock.settimeout(timeout)
+                conn.timeout = timeout
             conn.sock.sendall(f"GET {url} HTTP/1.1\r\nHost: docker\r\n\r\n".encode())
             status, headers, body = _read_response(conn.reader)
         except OSError:
