@@ -15,7 +15,7 @@ import pytest
 from reclaim.errors import EngineUnreachable
 from reclaim.runtimes.docker import DockerRuntime
 from tests import servers
-from tests.servers import within
+from tests.servers import run_cli, within
 
 # How long a call on a silent endpoint may take here, its deadline included.
 SLACK = 5.0
@@ -98,3 +98,23 @@ def test_the_use_watch_connect_has_a_deadline(sock_dir: Path) -> None:
         finally:
             runtime.close()
 
+
+# -- the --timeout flag ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("over", ["unix", "tcp"])
+def test_df_on_a_silent_endpoint_fails_at_the_deadline_naming_the_call(
+    over: str, sock_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with silent(over, sock_dir) as url:
+        code, err, took = run_cli(["--timeout", "0.5", "--engine", url, "df"], capsys)
+    assert code == 3
+    assert err[0] == f"reclaim: the engine at {url} did not answer /info within 0.5 s", err
+    assert len(err) == 2, err  # and the hint
+    assert took < SLACK
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "ten"])
+def test_a_bad_timeout_is_bad_usage(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err, _ = run_cli(["--timeout", value, "df"], capsys)
+    assert code == 2
+    assert len(err) == 1 and "--timeout" in err[0], err
