@@ -53,6 +53,7 @@ class Globals(NamedTuple):
     state_dir: str | None
     config: str | None
     reset_state: bool = False
+    timeout: float | None = None
 
 
 def _open_ledger(g: Globals, engine: EngineInfo) -> Ledger:
@@ -83,8 +84,14 @@ def _open_runtime(g: Globals, *, listings_from_disk: bool = False) -> DockerRunt
     if g.runtime != "docker":
         raise UsageError(f"--runtime {g.runtime}: not supported yet; use --runtime docker")
     state_dir = Path(g.state_dir) if g.state_dir else state_store.default_state_dir()
-    return DockerRuntime(g.engine, listings_from_disk=listings_from_disk,
+    return DockerRuntime(g.engine, timeout=g.timeout, listings_from_disk=listings_from_disk,
                          record_cache_dir=str(state_dir))
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0 < value <= 86400:  # also refuses nan
+        raise click.BadParameter("give a number of seconds, more than 0 and at most 86400")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,15 +102,18 @@ def _open_runtime(g: Globals, *, listings_from_disk: bool = False) -> DockerRunt
 @click.option("--config", metavar="FILE", help="TOML configuration file.")
 @click.option("--reset-state", is_flag=True,
               help="Move an unreadable state database aside and start a new one.")
+@click.option("--timeout", type=float, metavar="SECONDS", callback=_seconds,
+              help="How long one engine call may wait for an answer, in seconds (default 120; "
+              "the build-cache prune 600). The first call, /info, waits 10 at most.")
 @click.version_option(__version__, prog_name="reclaim")
 @click.pass_context
 def cli(
     ctx: click.Context, engine: str | None, runtime: str, state_dir: str | None,
-    config: str | None, reset_state: bool,
+    config: str | None, reset_state: bool, timeout: float | None,
 ) -> None:
     """reclaim: get disk back from container engines, safely, and explain every decision."""
     ctx.obj = Globals(engine=engine, runtime=runtime, state_dir=state_dir, config=config,
-                      reset_state=reset_state)
+                      reset_state=reset_state, timeout=timeout)
 
 
 @cli.command()

@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from reclaim.errors import (
     EngineError,
@@ -29,6 +29,7 @@ from reclaim.errors import (
     InUse,
     NotFound,
     ReclaimError,
+    UsageError,
 )
 from reclaim.model import (
     Blob,
@@ -54,7 +55,14 @@ from reclaim.runtimes.dockerdisk import (
     read_container_state,
 )
 from reclaim.runtimes.recordcache import RecordCache
-from reclaim.runtimes.unixhttp import HTTPStatusError, UnixJSONClient, unix_connection
+from reclaim.runtimes.unixhttp import (
+    HTTPStatusError,
+    NotJSONError,
+    ProtocolError,
+    UnixJSONClient,
+    decode_answer,
+    unix_connection,
+)
 from reclaim.timeutil import parse_time
 
 if TYPE_CHECKING:
@@ -63,6 +71,12 @@ if TYPE_CHECKING:
     import docker
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
+# How long one call waits for the engine, by kind of call. /info comes first on every run and
+# says within seconds whether an engine is there at all; the listings and removals of a big
+# host take longer; the build-cache prune deletes as it goes and can take minutes.
+PROBE_TIMEOUT = 10.0
+CALL_TIMEOUT = 120.0
+PRUNE_TIMEOUT = 600.0
 # The oldest API reclaim speaks (Docker 20.10). Pinning it saves the version probe that
 # `version="auto"` costs on every run; newer engines serve it unchanged.
 BASE_API = "1.41"
@@ -78,8 +92,53 @@ _EMPTY_LAYER_HINT = (
 T = TypeVar("T")
 
 
+_ENDPOINT_FORMS = "unix:///PATH, tcp://HOST:PORT, https://HOST:PORT or ssh://[USER@]HOST"
+_NOT_DOCKER_HINT = "point reclaim at a Docker engine's API with --engine URL or DOCKER_HOST"
+
+
 def resolve_endpoint(engine: str | None) -> str:
-    return engine or os.environ.get("DOCKER_HOST") or DEFAULT_ENDPOINT
+    """The engine's URL: `engine` (the --engine flag), else DOCKER_HOST, else the default
+    socket. `UsageError`, naming where the URL came from, when it is not one reclaim can use."""
+    if engine is not None:
+        source, url = "--engine", engine
+    elif os.environ.get("DOCKER_HOST"):
+        source, url = "DOCKER_HOST", os.environ["DOCKER_HOST"]
+    else:
+        return DEFAULT_ENDPOINT
+    problem = _endpoint_problem(url)
+    if problem is not None:
+        raise UsageError(f"{source} {url!r}: not an engine URL ({problem}); "
+                         f"give {_ENDPOINT_FORMS}")
+    return url
+
+
+def _endpoint_problem(url: str) -> str | None:
+    """What makes `url` no engine endpoint, or None. A bare HOST:PORT is TCP, as docker reads
+    it."""
+    if not url:
+        return "empty"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it holds spaces or control characters"
+    try:
+        parts = urlsplit(url if "://" in url else f"tcp://{url}")
+    except ValueError:
+        return "a bad IPv6 address"
+    scheme = parts.scheme
+    if scheme not in ("unix", "http+unix", "tcp", "http", "https", "ssh"):
+        return f"unknown scheme {scheme or url.partition('://')[0]!r}"
+    if parts.query or parts.fragment or parts.password:
+        return "a query, fragment or password has no place in it"
+    if scheme in ("unix", "http+unix"):
+        return None if parts.netloc or parts.path else "no socket path"
+    try:
+        port = parts.port
+    except ValueError:
+        return "the port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "no host"
+    if scheme == "ssh":
+        return "no path may follow the host" if parts.path.strip("/") else None
+    return None if port else "no port"
 
 
 class LayerInfo(NamedTuple):
@@ -98,7 +157,7 @@ class DockerRuntime:
         self,
         endpoint: str | None = None,
         *,
-        timeout: float = 120.0,
+        timeout: float | None = None,
         api_workers: int = 8,
         read_disk: bool = True,
         listings_from_disk: bool = False,
@@ -115,14 +174,18 @@ class DockerRuntime:
         # Where those records are kept between runs (recordcache.py); None: read every time.
         self.record_cache_dir = record_cache_dir
         self._records: RecordCache | None = None
-        self.timeout = timeout
+        # `timeout` (the --timeout flag) is every call's deadline; /info waits at most
+        # PROBE_TIMEOUT of it.
+        self.timeout = CALL_TIMEOUT if timeout is None else timeout
+        self.prune_timeout = PRUNE_TIMEOUT if timeout is None else timeout
+        self.probe_timeout = min(PROBE_TIMEOUT, self.timeout)
         # Counts engine API calls, for the benchmark's "how many calls" column.
         self.api_calls = 0
         self._count_lock = threading.Lock()
         self._unix: UnixJSONClient | None = None
         if self.endpoint.startswith("unix://"):
             self._unix = UnixJSONClient(
-                self.endpoint.removeprefix("unix://"), BASE_API, timeout
+                self.endpoint.removeprefix("unix://"), BASE_API, self.timeout
             )
         self._client: docker.APIClient | None = None
         self._info: EngineInfo | None = None
@@ -137,7 +200,7 @@ class DockerRuntime:
         if self._client is None:
             import docker
 
-            with self._translate("connect"):
+            with self._translate("connect", "connect", self.timeout):
                 self._client = docker.APIClient(
                     base_url=self.endpoint, version=BASE_API, timeout=self.timeout
                 )
@@ -146,20 +209,30 @@ class DockerRuntime:
     # -- error translation ---------------------------------------------------------------
 
     @contextmanager
-    def _translate(self, what: str = "") -> Iterator[None]:
+    def _translate(self, what: str, call: str, deadline: float, *,
+                   probe: bool = False) -> Iterator[None]:
+        """Maps what a call to the engine raises to reclaim's errors. `call` names it (its
+        method and path) and `deadline` is how long it may wait; `probe`: the answer says
+        whether this is a Docker engine at all."""
         try:
             yield
         except ReclaimError:
             raise
         except Exception as exc:
-            mapped = self._map_error(exc, what)
+            mapped = self._map_error(exc, what, call, deadline, probe)
             if mapped is None:
                 raise
             raise mapped from exc
 
-    def _map_error(self, exc: Exception, what: str) -> ReclaimError | None:
+    def _map_error(self, exc: Exception, what: str, call: str, deadline: float,
+                   probe: bool) -> ReclaimError | None:
+        if probe and _not_docker(exc):
+            return EngineUnsupported(f"not a Docker engine at {self.endpoint}",
+                                     hint=_NOT_DOCKER_HINT)
         if isinstance(exc, HTTPStatusError):
             return _status_error(exc.status, exc.message, what)
+        if isinstance(exc, NotJSONError):
+            return EngineError(f"{what}: the engine's answer is not JSON")
         module = type(exc).__module__
         if module.startswith("docker"):
             import docker.errors
@@ -177,9 +250,13 @@ class DockerRuntime:
         if module.startswith(("docker", "requests", "urllib3")) or isinstance(exc, OSError) or (
             http_client is not None and isinstance(exc, http_client.HTTPException)
         ):
-            if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
+            if _is_timeout(exc):
                 return EngineUnreachable(
-                    f"the Docker engine at {self.endpoint} did not answer in time ({what})"
+                    f"the engine at {self.endpoint} did not answer {call} within "
+                    f"{deadline:g} s",
+                    hint=("is it stopped or overloaded? Point reclaim at another with "
+                          "--engine URL or DOCKER_HOST") if probe else
+                         "a big or busy host may need longer: --timeout SECONDS",
                 )
             return EngineUnreachable(
                 f"cannot reach the Docker engine at {self.endpoint}",
@@ -187,28 +264,33 @@ class DockerRuntime:
             )
         return None
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, call: str, deadline: float,
+              probe: bool = False) -> T:
         with self._count_lock:
             self.api_calls += 1
-        with self._translate(what):
+        with self._translate(what, call, deadline, probe=probe):
             return fn()
 
     def _get(
         self, path: str, what: str, params: dict[str, Any] | None = None,
-        api_version: str | None = None,
+        api_version: str | None = None, *, timeout: float | None = None, probe: bool = False,
     ) -> tuple[Any, dict[str, str]]:
-        """One GET: the decoded JSON and the response headers (lower-case names)."""
+        """One GET: the decoded JSON and the response headers (lower-case names). It waits
+        `timeout` seconds at most, by default the call deadline."""
+        deadline = self.timeout if timeout is None else timeout
+
         def fetch() -> tuple[Any, dict[str, str]]:
             if self._unix is not None:
-                return self._unix.get(path, params, api_version=api_version)
-            url = self.client._url(path)
-            if api_version:
-                url = url.replace(f"/v{BASE_API}/", f"/v{api_version}/")
-            response = self.client._get(url, params=params or {})
-            body = self.client._result(response, json=True)
-            return body, {k.lower(): v for k, v in response.headers.items()}
+                return self._unix.get(path, params, api_version=api_version, timeout=deadline)
+            response = self.client._get(self._client_url(path, api_version),
+                                        params=params or {}, timeout=deadline)
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return decode_answer(response.status_code, headers, response.content), headers
 
-        return self._call(what, fetch)
+        return self._call(what, fetch, call=path, deadline=deadline, probe=probe)
+
+    def _client_url(self, path: str, api_version: str | None = None) -> str:
+        return f"{self.client.base_url}/v{api_version or BASE_API}{path}"
 
     def _get_json(self, path: str, what: str, **params: Any) -> Any:
         return self._get(path, what, params)[0]
@@ -217,11 +299,15 @@ class DockerRuntime:
 
     def info(self) -> EngineInfo:
         if self._info is None:
-            raw, headers = self._get("/info", "engine info")
+            # The first call, and the probe: its answer's shape tells a Docker engine from
+            # whatever else may listen there, at no extra call.
+            raw, headers = self._get("/info", "engine info", timeout=self.probe_timeout,
+                                     probe=True)
             # Every answer names the engine's own API version: no separate probe needed.
             self._server_api = headers.get("api-version") or BASE_API
             if not isinstance(raw, dict) or "ServerVersion" not in raw:
-                raise EngineUnsupported(f"{self.endpoint} does not answer like a Docker engine")
+                raise EngineUnsupported(f"not a Docker engine at {self.endpoint}",
+                                        hint=_NOT_DOCKER_HINT)
             self._container_count = raw.get("Containers")
             self._image_count = raw.get("Images")
             driver = str(raw.get("Driver", ""))
@@ -343,10 +429,19 @@ class DockerRuntime:
         if older_than is not None:
             params["filters"] = json.dumps({"until": [f"{int(older_than)}s"]})
         if self._unix is not None:
-            result = self._send("POST", "/build/prune", "prune build cache", params)
+            result = self._send("POST", "/build/prune", "prune build cache", params,
+                                timeout=self.prune_timeout)
         else:
-            result = self._call("prune build cache",
-                                lambda: self.client.prune_builds(**_prune_kwargs(params)))
+            def prune() -> Any:
+                response = self.client._post(self._client_url("/build/prune"), params=params,
+                                             timeout=self.prune_timeout)
+                body = response.content
+                if response.status_code < 400 and not body.strip():
+                    return None
+                return decode_answer(response.status_code, {}, body)
+
+            result = self._call("prune build cache", prune, call="POST /build/prune",
+                                deadline=self.prune_timeout)
         return int((result or {}).get("SpaceReclaimed") or 0)
 
     def remove_image(self, ref: str) -> None:
@@ -361,7 +456,8 @@ class DockerRuntime:
             records = self._send("DELETE", f"/images/{quote(ref, safe='/:')}", what,
                                  {"force": "false", "noprune": "false"})
         else:
-            records = self._call(what, lambda: self.client.remove_image(ref, force=False))
+            records = self._call(what, lambda: self.client.remove_image(ref, force=False),
+                                 call=f"DELETE /images/{ref}", deadline=self.timeout)
         return any(isinstance(r, dict) and r.get("Deleted") for r in records or ())
 
     def tag_image(self, image_id: str, ref: str) -> None:
@@ -374,7 +470,8 @@ class DockerRuntime:
         if self._unix is not None:
             self._send("POST", f"/images/{image_id}/tag", what, {"repo": repo, "tag": tag})
         else:
-            self._call(what, lambda: self.client.tag(image_id, repo, tag, force=False))
+            self._call(what, lambda: self.client.tag(image_id, repo, tag, force=False),
+                       call=f"POST /images/{image_id}/tag", deadline=self.timeout)
 
     def remove_container(self, container_id: str) -> None:
         what = f"remove container {container_id[:12]}"
@@ -383,14 +480,16 @@ class DockerRuntime:
                        {"v": "false", "force": "false"})
             return
         self._call(what, lambda: self.client.remove_container(container_id, v=False,
-                                                              force=False))
+                                                              force=False),
+                   call=f"DELETE /containers/{container_id}", deadline=self.timeout)
 
     def remove_volume(self, name: str) -> None:
         what = f"remove volume {name}"
         if self._unix is not None:
             self._send("DELETE", f"/volumes/{quote(name, safe='')}", what, {"force": "false"})
             return
-        self._call(what, lambda: self.client.remove_volume(name, force=False))
+        self._call(what, lambda: self.client.remove_volume(name, force=False),
+                   call=f"DELETE /volumes/{name}", deadline=self.timeout)
 
     def watch_uses(self, since: datetime) -> UseWatch | None:
         """A live watch, from the engine's event stream, of what makes an image's tags unsafe
@@ -406,14 +505,18 @@ class DockerRuntime:
     _sender: _UnixSender | None = None
 
     def _send(self, method: str, path: str, what: str,
-              params: dict[str, Any] | None = None) -> Any:
+              params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """One request that changes something, over the local unix socket with the standard
         library: an apply then never pays for importing docker-py (0.2-0.3 s a run)."""
         assert self._unix is not None
         if self._sender is None:
-            self._sender = _UnixSender(self._unix.socket_path, self.timeout)
+            self._sender = _UnixSender(self._unix.socket_path)
         sender = self._sender
-        return self._call(what, lambda: sender.request(method, f"/v{BASE_API}{path}", params))
+        deadline = self.timeout if timeout is None else timeout
+        return self._call(
+            what, lambda: sender.request(method, f"/v{BASE_API}{path}", params, deadline),
+            call=f"{method} {path}", deadline=deadline,
+        )
 
     def image_id(self, ref: str) -> str:
         """The id of the image a reference (tag, digest or id) names now; `NotFound` if none."""
@@ -444,25 +547,25 @@ class DockerRuntime:
                 yield event
 
     def _unix_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        # A connection of its own without a timeout: an idle engine sends nothing for hours,
-        # and that is not an error.
+        # A connection of its own. The connect and the answer's headers have the call
+        # deadline; the stream then has none: an idle engine sends nothing for hours, and
+        # that is not an error.
         import http.client
 
-        conn = unix_connection(self.endpoint.removeprefix("unix://"), None)
+        conn = unix_connection(self.endpoint.removeprefix("unix://"), self.timeout)
         try:
             def connect() -> http.client.HTTPResponse:
                 conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
+                # Kept: http.client lets go of it if the answer says it will close.
+                sock = conn.sock
                 response = conn.getresponse()
                 if response.status >= 400:
-                    body = response.read()
-                    try:
-                        message = str(json.loads(body).get("message", ""))
-                    except (ValueError, AttributeError):
-                        message = body.decode(errors="replace")[:200]
-                    raise HTTPStatusError(response.status, message)
+                    decode_answer(response.status, {}, response.read())  # raises
+                if sock is not None:
+                    sock.settimeout(None)
                 return response
 
-            response = self._call("events", connect)
+            response = self._call("events", connect, call="/events", deadline=self.timeout)
             try:
                 yield from _json_messages(response)
             except (OSError, http.client.HTTPException):
@@ -471,21 +574,23 @@ class DockerRuntime:
             conn.close()
 
     def _client_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        stream = self._call(
-            "events",
-            lambda: self.client.events(
-                since=params.get("since"), until=params.get("until"),
-                filters={"type": ["container", "image"]}, decode=True,
-            ),
-        )
+        def connect() -> Any:
+            response = self.client._get(self._client_url("/events"), params=params,
+                                        stream=True, timeout=self.timeout)
+            # The deadline covers the connect and the answer's headers; the stream itself has
+            # none, as docker-py does for the streams it attaches to.
+            self.client._disable_socket_timeout(self.client._get_raw_response_socket(response))
+            return response
+
+        response = self._call("events", connect, call="/events", deadline=self.timeout)
         try:
-            for message in stream:
+            for message in self.client._stream_helper(response, decode=True):
                 if isinstance(message, dict):
                     yield message
         except Exception:
             return  # requests/urllib3 raising mid-stream: a broken connection, as above
         finally:
-            stream.close()
+            response.close()
 
     def close(self) -> None:
         if self._unix is not None:
@@ -1052,15 +1157,6 @@ def _api_at_least(version: str, minimum: str) -> bool:
     return parts(version) >= parts(minimum)
 
 
-def _prune_kwargs(params: dict[str, Any]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if "keep-storage" in params:
-        kwargs["keep_storage"] = params["keep-storage"]
-    if "filters" in params:
-        kwargs["filters"] = json.loads(params["filters"])
-    return kwargs
-
-
 def _status_error(status: int, message: str, what: str) -> ReclaimError:
     if status == 404:
         return NotFound(f"{what}: {message}")
@@ -1071,6 +1167,46 @@ def _status_error(status: int, message: str, what: str) -> ReclaimError:
 
 def _explanation(exc: Exception) -> str:
     return str(getattr(exc, "explanation", None) or exc)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what it was raised from or while handling, and the exceptions wrapped
+    in their arguments (requests and urllib3 wrap that way), each once."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    requests_errors = sys.modules.get("requests.exceptions")
+    return any(
+        isinstance(e, TimeoutError) or "timed out" in str(e).lower()
+        or (requests_errors is not None and isinstance(e, requests_errors.Timeout))
+        for e in _causes(exc)
+    )
+
+
+def _not_docker(exc: BaseException) -> bool:
+    """Whether the failure of /info shows that what answered is no Docker engine: an answer
+    that is not HTTP, or not JSON, or an error status without the API version an engine names
+    on every answer. (A Docker engine never answers 404 to /info.)"""
+    if isinstance(exc, HTTPStatusError):
+        return exc.status == 404 or "api-version" not in exc.headers
+    if isinstance(exc, (NotJSONError, ProtocolError)):
+        return True
+    http_client = sys.modules.get("http.client")
+    return http_client is not None and any(
+        # A connection closed without a word is not an answer: RemoteDisconnected.
+        isinstance(e, http_client.BadStatusLine) and not isinstance(e, ConnectionError)
+        for e in _causes(exc)
+    )
 
 
 def _is_permission_error(exc: BaseException) -> bool:
@@ -1088,22 +1224,27 @@ class _UnixSender:
     """Requests that change something, over a unix socket with the standard library; one
     kept-alive connection per thread, so removals may run in parallel."""
 
-    def __init__(self, socket_path: str, timeout: float) -> None:
+    def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
-        self.timeout = timeout
         self._local = threading.local()
 
-    def request(self, method: str, url: str, params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, url: str, params: dict[str, Any] | None,
+                timeout: float) -> Any:
         """The decoded JSON answer, None when it is empty. `HTTPStatusError` for an error
-        status; a transport failure is raised as it is, never retried: a removal sent twice
-        would come back as 'not found' and be reported as someone else's."""
+        status; a transport failure (`TimeoutError` when the engine is silent for `timeout`
+        seconds) is raised as it is, never retried: a removal sent twice would come back as
+        'not found' and be reported as someone else's."""
         import http.client
 
         if params:
             url += "?" + urlencode(params)
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = unix_connection(self.socket_path, self.timeout)
+            conn = self._local.conn = unix_connection(self.socket_path, timeout)
+        elif conn.timeout != timeout:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
         try:
             conn.request(method, url)
             response = conn.getresponse()
@@ -1112,13 +1253,9 @@ class _UnixSender:
             conn.close()
             self._local.conn = None
             raise
-        if response.status >= 400:
-            try:
-                message = str(json.loads(body).get("message", ""))
-            except (ValueError, AttributeError):
-                message = body.decode(errors="replace")[:200]
-            raise HTTPStatusError(response.status, message)
-        return json.loads(body) if body.strip() else None
+        if response.status < 400 and not body.strip():
+            return None
+        return decode_answer(response.status, {}, body)
 
 
 # Events that can make an image's tags unsafe to remove: a container created (from any
@@ -1151,7 +1288,8 @@ class UseWatch:
         self._thread: threading.Thread | None = None
         import http.client
 
-        self._conn = unix_connection(socket_path, None)
+        # The connect and the answer's headers have the call deadline; the stream, none.
+        self._conn = unix_connection(socket_path, runtime.timeout)
         params = {
             "since": _event_time_param(since),
             "filters": json.dumps({"type": ["container", "image"], "event": list(_USE_EVENTS)}),
@@ -1163,8 +1301,9 @@ class UseWatch:
             self._sock = self._conn.sock
             response = self._conn.getresponse()
             if response.status >= 400:
-                raise HTTPStatusError(response.status, response.read()[:200].decode(
-                    errors="replace"))
+                decode_answer(response.status, {}, response.read())  # raises
+            if self._sock is not None:
+                self._sock.settimeout(None)
         except (OSError, http.client.HTTPException, HTTPStatusError) as exc:
             self._lost = f"the engine's event stream could not be opened ({exc})"
             self._conn.close()

@@ -24,15 +24,36 @@ _LINE_LIMIT = 65536
 
 
 class HTTPStatusError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        # Lower-case names. A Docker engine names its API version on every answer, errors too.
+        self.headers = headers or {}
 
 
 class ProtocolError(ConnectionError):
     """The answer is not the HTTP/1.1 this client reads (an OSError, like other transport
     failures)."""
+
+
+class NotJSONError(ValueError):
+    """A successful answer whose body is not JSON: whatever answered is not an engine's API."""
+
+
+def decode_answer(status: int, headers: dict[str, str], body: bytes) -> Any:
+    """The decoded JSON of an answer; `HTTPStatusError` for an error status (with the engine's
+    own message when it gave one); `NotJSONError` for a body that is not JSON."""
+    if status >= 400:
+        try:
+            message = str(json.loads(body).get("message", ""))
+        except (ValueError, AttributeError):
+            message = body.decode(errors="replace")[:200]
+        raise HTTPStatusError(status, message, headers)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise NotJSONError(f"not JSON: {body[:80]!r}") from None
 
 
 _connection_class: Any = None  # the class below, made on first use
@@ -70,6 +91,7 @@ class _Socket:
     def __init__(self, path: str, timeout: float) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
+        self.timeout = timeout
         try:
             self.sock.connect(path)
         except BaseException:
@@ -94,17 +116,25 @@ class UnixJSONClient:
         self._local = threading.local()
 
     def get(
-        self, path: str, params: dict[str, Any] | None = None, *, api_version: str | None = None
+        self, path: str, params: dict[str, Any] | None = None, *, api_version: str | None = None,
+        timeout: float | None = None,
     ) -> tuple[Any, dict[str, str]]:
         """The decoded JSON answer and the response headers (names in lower case). Raises
-        `HTTPStatusError` for an error status and `OSError` for transport failures."""
+        `HTTPStatusError` for an error status, `NotJSONError` for a body that is not JSON and
+        `OSError` for transport failures (`TimeoutError` when the engine is silent for
+        `timeout` seconds, the client's own by default, at the connect or at any read)."""
         url = f"/v{api_version or self.api_version}{path}"
         if params:
             url += "?" + urlencode(params)
+        if timeout is None:
+            timeout = self.timeout
         conn: _Socket | None = getattr(self._local, "conn", None)
         try:
             if conn is None:
-                conn = self._local.conn = _Socket(self.socket_path, self.timeout)
+                conn = self._local.conn = _Socket(self.socket_path, timeout)
+            elif conn.timeout != timeout:
+                conn.sock.settimeout(timeout)
+                conn.timeout = timeout
             conn.sock.sendall(f"GET {url} HTTP/1.1\r\nHost: docker\r\n\r\n".encode())
             status, headers, body = _read_response(conn.reader)
         except OSError:
@@ -115,13 +145,7 @@ class UnixJSONClient:
         if headers.get("connection", "").lower() == "close":
             conn.close()
             self._local.conn = None
-        if status >= 400:
-            try:
-                message = str(json.loads(body).get("message", ""))
-            except (ValueError, AttributeError):
-                message = body.decode(errors="replace")[:200]
-            raise HTTPStatusError(status, message)
-        return json.loads(body), headers
+        return decode_answer(status, headers, body), headers
 
     def close(self) -> None:
         conn: _Socket | None = getattr(self._local, "conn", None)
