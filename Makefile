@@ -19,15 +19,15 @@ $(VENV)/.installed: pyproject.toml
 # A private sandbox engine seeded with realistic content (or the engine already reachable),
 # then `reclaim df` and `reclaim df -v` on it.
 demo: venv
-	$(BIN)/python -m reclaim.sandbox demo --dir $(SANDBOX)
+	$(BIN)/python -m sandbox demo --dir $(SANDBOX)
 
 demo-stop: venv
-	$(BIN)/python -m reclaim.sandbox stop --dir $(SANDBOX) --remove
+	$(BIN)/python -m sandbox stop --dir $(SANDBOX) --remove
 
 # Host packages (Debian's docker.io, containerd, runc, busybox-static) and Docker 26 unpacked
 # from trixie, for the three engine configurations the tests run against.
 provision: venv
-	$(BIN)/python -m reclaim.sandbox provision
+	$(BIN)/python -m sandbox provision
 
 lint: venv
 	$(BIN)/ruff check .

@@ -45,11 +45,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, SupportsIndex
 
+# `sandbox` is a folder of the repository, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import docker
 
 from apiproxy import CountingProxy
-from reclaim.sandbox import engines
-from reclaim.sandbox.content import Fixture, FixtureSpec, build_fixture
+from sandbox import engines
+from sandbox.content import Fixture, FixtureSpec, build_fixture
 
 DOCKER_CLIENT = "/usr/bin/docker"
 PROXY_SOCKET = "p.sock"

@@ -38,13 +38,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+# `sandbox` is a folder of the repository, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import docker
 
 from apiproxy import CountingProxy
 from reclaim.runtimes.dockerdisk import Overlay2Metadata, chain_ids
-from reclaim.sandbox import engines
-from reclaim.sandbox.content import FixtureSpec, build_fixture
-from reclaim.sandbox.seed import SeededTruth, seed
+from sandbox import engines
+from sandbox.content import FixtureSpec, build_fixture
+from sandbox.seed import SeededTruth, seed
 
 DOCKER_CLIENT = "/usr/bin/docker"
 TRUTH_FILE = "bench-truth.json"

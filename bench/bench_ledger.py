@@ -35,16 +35,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# `sandbox` is a folder of the repository, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import docker
 
 from bench_df import BenchError, say, seeded_engine
 from reclaim.model import Event
 from reclaim.recorder import Recorder
 from reclaim.runtimes.fake import FakeRuntime
-from reclaim.sandbox import engines
-from reclaim.sandbox.content import FixtureSpec
 from reclaim.state.store import Store
 from reclaim.state.usage import Ledger
+from sandbox import engines
+from sandbox.content import FixtureSpec
 
 MIN_EVENTS_PER_S = 5000.0
 MAX_RSS_MB = 60.0

@@ -17,10 +17,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from reclaim.sandbox import engines
-from reclaim.sandbox.content import FixtureSpec, build_fixture
-from reclaim.sandbox.engines import ENGINE_KINDS, SandboxEngine
-from reclaim.sandbox.seed import SeededTruth, seed
+from sandbox import engines
+from sandbox.content import FixtureSpec, build_fixture
+from sandbox.engines import ENGINE_KINDS, SandboxEngine
+from sandbox.seed import SeededTruth, seed
 
 # Every reclaim these tests run (in-process or as a subprocess) keeps its ledger here, never
 # in the host's /var/lib/reclaim.

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from reclaim.model import Container, Mount, Volume
 from reclaim.runtimes.fake import FakeRuntime
-from reclaim.sandbox.content import Fixture, GroundTruth
+from sandbox.content import Fixture, GroundTruth
 
 
 def fixture_layer_inodes(fixture: Fixture) -> dict[str, int]:

@@ -17,7 +17,7 @@ from reclaim.errors import InUse, NotFound
 from reclaim.model import Container, ContainerState
 from reclaim.runtimes.base import Runtime
 from reclaim.runtimes.docker import DockerRuntime
-from reclaim.sandbox.content import FixtureSpec, GroundTruth, build_fixture
+from sandbox.content import FixtureSpec, GroundTruth, build_fixture
 from tests.conftest import KINDS
 from tests.fakes import fake_from_truth, fixture_layer_inodes
 

@@ -25,13 +25,13 @@ from reclaim.model import Inventory
 from reclaim.policy.plan import Action, plan
 from reclaim.policy.rules import ImagePolicy, Policy
 from reclaim.runtimes.docker import DockerRuntime
-from reclaim.sandbox import engines
-from reclaim.sandbox.content import FixtureSpec, KiB, MiB, build_fixture
-from reclaim.sandbox.engines import SandboxEngine
-from reclaim.sandbox.seed import SeededTruth, seed
 from reclaim.state.journal import Journal
 from reclaim.state.store import Store
 from reclaim.units import Size
+from sandbox import engines
+from sandbox.content import FixtureSpec, KiB, MiB, build_fixture
+from sandbox.engines import SandboxEngine
+from sandbox.seed import SeededTruth, seed
 from tests.conftest import KINDS
 
 pytestmark = pytest.mark.engine

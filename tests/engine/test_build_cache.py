@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from reclaim.sandbox import engines
-from reclaim.sandbox.engines import SandboxEngine
+from sandbox import engines
+from sandbox.engines import SandboxEngine
 from tests.conftest import KINDS
 from tests.engine.test_sandbox import client_for, import_busybox, needs_root_and_docker
 

@@ -19,10 +19,10 @@ import docker
 import pytest
 
 from reclaim.model import ContainerState
-from reclaim.sandbox import engines
-from reclaim.sandbox.content import FixtureSpec, KiB, MiB, build_fixture
-from reclaim.sandbox.engines import SandboxEngine
-from reclaim.sandbox.seed import seed
+from sandbox import engines
+from sandbox.content import FixtureSpec, KiB, MiB, build_fixture
+from sandbox.engines import SandboxEngine
+from sandbox.seed import seed
 from tests.conftest import KINDS
 
 pytestmark = pytest.mark.engine

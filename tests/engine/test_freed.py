@@ -12,8 +12,8 @@ import pytest
 from reclaim.accounting import Accounting
 from reclaim.errors import InUse
 from reclaim.runtimes.docker import DockerRuntime
-from reclaim.sandbox.content import FixtureSpec, KiB, MiB, build_fixture
-from reclaim.sandbox.seed import seed
+from sandbox.content import FixtureSpec, KiB, MiB, build_fixture
+from sandbox.seed import seed
 from tests.conftest import Seeded
 
 pytestmark = pytest.mark.engine

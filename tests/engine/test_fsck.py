@@ -19,8 +19,8 @@ import pytest
 
 from reclaim.fsck import run
 from reclaim.fsck.errors import FsckRefused
-from reclaim.sandbox import engines
-from reclaim.sandbox.engines import SandboxEngine
+from sandbox import engines
+from sandbox.engines import SandboxEngine
 from tests.conftest import KINDS
 from tests.engine.test_sandbox import (
     client_for,

@@ -37,9 +37,9 @@ from reclaim.fsck import quarantine as q
 from reclaim.fsck import run
 from reclaim.fsck.errors import FsckRefused
 from reclaim.fsck.scan import Finding
-from reclaim.sandbox import engines
 from reclaim.state.quarantine import open_ledger
 from reclaim.state.store import default_state_dir
+from sandbox import engines
 from tests.conftest import KINDS
 from tests.engine.test_fsck import Box
 from tests.engine.test_sandbox import IMAGE, import_busybox, needs_root_and_docker

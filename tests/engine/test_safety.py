@@ -23,8 +23,8 @@ from typing import Any
 import docker
 import pytest
 
-from reclaim.sandbox import engines
-from reclaim.sandbox.engines import SandboxEngine
+from sandbox import engines
+from sandbox.engines import SandboxEngine
 from tests.conftest import KINDS, EnginePool
 from tests.engine.test_apply import images_now, load, reclaim
 

@@ -16,11 +16,12 @@ from typing import Any
 import docker
 import pytest
 
-from reclaim.sandbox import debian, engines
-from reclaim.sandbox.engines import ENGINE_KINDS, SandboxEngine
+from sandbox import debian, engines
+from sandbox.engines import ENGINE_KINDS, SandboxEngine
 from tests.rootfs import busybox_rootfs_tar
 
 IMAGE = "sandbox-busybox:1"
+ROOT = Path(__file__).resolve().parents[2]
 
 needs_root_and_docker = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("dockerd", path=engines.SYSTEM_PATH) is None,
@@ -124,10 +125,13 @@ def test_killed_engine_is_cleaned_up_from_another_process(kind: str, base_dir: P
     assert Path(f"/proc/{container_pid}").exists()
     assert engines.mounts_under([engine.data_root, engine.exec_root])
 
-    cli = [sys.executable, "-m", "reclaim.sandbox.engines"]
-    status = subprocess.run([*cli, "status", "--dir", str(base_dir)], capture_output=True)
+    # `sandbox` is importable from the repository root, not from the installed package.
+    cli = [sys.executable, "-m", "sandbox.engines"]
+    status = subprocess.run([*cli, "status", "--dir", str(base_dir)], capture_output=True,
+                            cwd=ROOT)
     assert status.returncode == 1
-    subprocess.run([*cli, "stop", "--dir", str(base_dir)], check=True, capture_output=True)
+    subprocess.run([*cli, "stop", "--dir", str(base_dir)], check=True, capture_output=True,
+                   cwd=ROOT)
 
     assert_nothing_left(engine)
     assert not Path(f"/proc/{container_pid}").exists()

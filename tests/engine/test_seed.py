@@ -20,15 +20,15 @@ import docker
 import pytest
 
 from reclaim.model import ContainerState
-from reclaim.sandbox import engines
-from reclaim.sandbox.archive import chain_ids
-from reclaim.sandbox.content import (
+from sandbox import engines
+from sandbox.archive import chain_ids
+from sandbox.content import (
     ANONYMOUS_VOLUME_LABEL,
     Fixture,
     FixtureSpec,
     build_fixture,
 )
-from reclaim.sandbox.seed import SeededTruth, seed
+from sandbox.seed import SeededTruth, seed
 
 pytestmark = [
     pytest.mark.engine,

@@ -29,9 +29,9 @@ from typing import Any
 import docker
 import pytest
 
-from reclaim.sandbox import engines
-from reclaim.sandbox.engines import SandboxEngine
 from reclaim.timeutil import parse_time
+from sandbox import engines
+from sandbox.engines import SandboxEngine
 from tests.conftest import KINDS
 from tests.rootfs import busybox_rootfs_tar
 

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reclaim.model import ContainerState
-from reclaim.sandbox.archive import (
+from sandbox.archive import (
     BLOCK,
     LayerSpec,
     chain_ids,
@@ -29,7 +29,7 @@ from reclaim.sandbox.archive import (
     symlink_entry,
     whiteout_entry,
 )
-from reclaim.sandbox.content import (
+from sandbox.content import (
     STORES,
     Fixture,
     FixtureSpec,
@@ -37,7 +37,7 @@ from reclaim.sandbox.content import (
     build_fixture,
     is_static_elf,
 )
-from reclaim.sandbox.seed import EngineFacts, SeededTruth
+from sandbox.seed import EngineFacts, SeededTruth
 
 # sha256("a"), sha256("b"), sha256("c"), and the chain ids computed by hand with sha256sum:
 #   printf '%s %s' "$A" "$B" | sha256sum ; printf '%s %s' "sha256:$X" "$C" | sha256sum

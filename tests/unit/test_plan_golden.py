@@ -18,7 +18,7 @@ from reclaim.lastuse import LastUse, Usage
 from reclaim.planfile import plan_to_json
 from reclaim.policy.plan import FilesystemUsage, plan
 from reclaim.policy.rules import build_policy
-from reclaim.sandbox.content import FixtureSpec, build_fixture
+from sandbox.content import FixtureSpec, build_fixture
 from tests.fakes import fake_from_truth, fixture_layer_inodes
 
 GOLDEN = Path(__file__).parent / "golden"

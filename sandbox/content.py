@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reclaim.model import ContainerState
-from reclaim.sandbox.archive import (
+from sandbox.archive import (
     ArchiveImage,
     Entry,
     LayerDigest,

@@ -1,4 +1,4 @@
-"""`python -m reclaim.sandbox demo|stop|provision`: what `make demo`, `make demo-stop` and
+"""`python -m sandbox demo|stop|provision`: what `make demo`, `make demo-stop` and
 `make provision` run.
 
 The demo shows reclaim on the engine the host already runs, read-only, when one answers;
@@ -19,9 +19,9 @@ from pathlib import Path
 import docker
 
 from reclaim.runtimes.docker import resolve_endpoint
-from reclaim.sandbox import debian, engines
-from reclaim.sandbox.content import FixtureSpec, build_fixture
-from reclaim.sandbox.seed import SeededTruth, seed
+from sandbox import debian, engines
+from sandbox.content import FixtureSpec, build_fixture
+from sandbox.seed import SeededTruth, seed
 
 TRUTH_FILE = "truth.json"
 
@@ -97,7 +97,7 @@ def demo(base: Path, kind: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reclaim.sandbox")
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="show reclaim on a seeded sandbox engine")
     p_demo.add_argument("--dir", type=Path, required=True)

@@ -24,8 +24,8 @@ import docker
 from docker.utils import version_gte
 
 from reclaim.model import ContainerState
-from reclaim.sandbox.archive import chain_ids
-from reclaim.sandbox.content import (
+from sandbox.archive import chain_ids
+from sandbox.content import (
     ANONYMOUS_VOLUME_LABEL,
     EPOCH,
     ContainerTruth,

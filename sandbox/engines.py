@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reclaim.sandbox import debian
+from sandbox import debian
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def ensure_host_packages() -> None:
 
 
 def _static_busybox() -> bool:
-    from reclaim.sandbox.content import find_busybox
+    from sandbox.content import find_busybox
 
     try:
         find_busybox()
@@ -178,7 +178,7 @@ def _no_service_starts() -> Iterator[None]:
     if path.exists():
         yield
         return
-    path.write_text("#!/bin/sh\n# added by reclaim.sandbox while installing packages\nexit 101\n")
+    path.write_text("#!/bin/sh\n# added by reclaim's sandbox while installing packages\nexit 101\n")
     path.chmod(0o755)
     try:
         yield
@@ -624,7 +624,7 @@ def start(kind: str, base_dir: Path, *, timeout: float = 90.0) -> SandboxEngine:
         log_offset = logfh.tell()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         logfh.write(
-            f"\n=== reclaim.sandbox: starting {kind} at {stamp}: {' '.join(cmd)}\n".encode()
+            f"\n=== sandbox: starting {kind} at {stamp}: {' '.join(cmd)}\n".encode()
         )
         logfh.flush()
         proc = subprocess.Popen(
@@ -850,7 +850,7 @@ def _status(base: Path) -> tuple[int, dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reclaim.sandbox.engines", description="Private Docker engines."
+        prog="python -m sandbox.engines", description="Private Docker engines."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_start = sub.add_parser("start", help="start an engine and print its URL")
