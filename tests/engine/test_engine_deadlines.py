@@ -28,8 +28,8 @@ import pytest
 from reclaim.errors import EngineUnreachable
 from reclaim.model import Event
 from reclaim.runtimes.docker import PROBE_TIMEOUT, DockerRuntime
-from reclaim.sandbox import engines
-from reclaim.sandbox.engines import SandboxEngine
+from sandbox import engines
+from sandbox.engines import SandboxEngine
 from tests import servers
 from tests.conftest import KINDS
 from tests.rootfs import busybox_rootfs_tar
