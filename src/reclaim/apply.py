@@ -26,14 +26,14 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from reclaim.accounting import Accounting
 from reclaim.errors import EXIT_INTERRUPTED, EngineError, InUse, NotFound, ReclaimError
 from reclaim.lastuse import Usage
 from reclaim.model import EngineInfo, Inventory
 from reclaim.policy.plan import Action
-from reclaim.runtimes.base import Runtime
+from reclaim.runtimes.base import Runtime, TagRestoring, UseWatch
 from reclaim.state.journal import Entry, Journal, interrupted
 
 APPLY_SCHEMA = "reclaim.apply/v1"
@@ -46,31 +46,6 @@ MEASURED_CAVEAT = (
     "figure) counts apparent bytes, as du -b does")
 # Plan files carry times to the second.
 _BASIS_SLACK = timedelta(seconds=1)
-
-
-class UseWatch(Protocol):
-    """A live view of what makes an image's tags unsafe to remove (see the module doc)."""
-
-    @property
-    def live(self) -> bool:
-        """False for good once the watch cannot vouch for what happens any more."""
-        ...
-
-    def why_not(self, image_id: str, refs: tuple[str, ...]) -> str | None:
-        """Why the image's tags must stay (a container created from it, a tag given to it or
-        moved off one of `refs`), or None."""
-        ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class TagRestoring(Protocol):
-    """Removal that says whether the image itself went, and tagging to put tags back."""
-
-    def remove_image_ref(self, ref: str) -> bool: ...
-
-    def tag_image(self, image_id: str, ref: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 
 from reclaim.df import DfReport
-from reclaim.errors import ClosedPipe, OutputFailed
+from reclaim.errors import ClosedPipe, OutputFailed, UsageError
 from reclaim.lastuse import Usage
 from reclaim.runtimes.base import Progress as ProgressFn
 from reclaim.runtimes.base import no_progress
@@ -524,3 +525,13 @@ def show_history(entries: list[Entry]) -> None:
         table.add_row(format_time(e.at) or "", e.kind, what, human_bytes(e.predicted_bytes),
                       e.rule, e.detail)
     _stdout().print(table)
+
+
+def write_file(path: Path, text: str) -> None:
+    """A file the user asked for (`plan -o`), written aside and renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from exc

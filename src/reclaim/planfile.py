@@ -55,6 +55,7 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
 class PlanFile:
     """What apply needs of a plan file: for which engine, when, and the actions in order."""
 
+    path: Path
     engine_id: str
     endpoint: str
     data_root: str | None
@@ -139,6 +140,7 @@ def read_plan(path: Path) -> PlanFile:
             raise UsageError(f"{where}: actions[{n}] ({action.kind} {action.id}) is not what "
                              f"the plan's own policy makes: {why}")
     return PlanFile(
+        path=path,
         engine_id=engine_id,
         endpoint=str(engine.get("endpoint") or ""),
         data_root=engine["data_root"],

@@ -15,7 +15,13 @@ import pytest
 
 from reclaim.errors import InUse, NotFound
 from reclaim.model import Container, ContainerState
-from reclaim.runtimes.base import Runtime
+from reclaim.runtimes.base import (
+    ContainerSizing,
+    LayerInodeCounting,
+    Runtime,
+    TagRestoring,
+    UseWatching,
+)
 from reclaim.runtimes.docker import DockerRuntime
 from sandbox.content import FixtureSpec, GroundTruth, build_fixture
 from tests.conftest import KINDS
@@ -45,7 +51,9 @@ def _fake_backend() -> Backend:
 
     def make_image(tags: tuple[str, ...]) -> str:
         image_id = "sha256:" + hashlib.sha256(repr(tags).encode()).hexdigest()
-        fake.add_image(image_id, tags=tags, layers=[("sha256:" + "ab" * 32, 10)])
+        # Each scratch image has a layer of its own, with its file and its root directory.
+        layer = "sha256:" + hashlib.sha256(repr(tags).encode()).hexdigest()
+        fake.add_image(image_id, tags=tags, layers=[(layer, 10)], inodes=[2])
         return image_id
 
     def make_container(image_ref: str) -> str:
@@ -59,10 +67,11 @@ def _fake_backend() -> Backend:
                    make_image, make_container)
 
 
-def _scratch_tar() -> bytes:
+def _scratch_tar(name: str) -> bytes:
+    """A one-file layer; its content names the image, so no two scratch images share it."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = b"contract\n"
+        data = f"contract {name}\n".encode()
         info = tarfile.TarInfo("scratch.txt")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
@@ -76,7 +85,7 @@ def _docker_backend(request: pytest.FixtureRequest, kind: str) -> Backend:
 
     def make_image(tags: tuple[str, ...]) -> str:
         repo, tag = tags[0].rsplit(":", 1)
-        client.import_image_from_data(_scratch_tar(), repository=repo, tag=tag)
+        client.import_image_from_data(_scratch_tar(tags[0]), repository=repo, tag=tag)
         for extra in tags[1:]:
             r, t = extra.rsplit(":", 1)
             client.tag(tags[0], r, t)
@@ -141,14 +150,25 @@ def test_layer_inodes_count_the_unpacked_files(backend: Backend) -> None:
     expected = {c: n for c, n in fixture_layer_inodes(counted).items()
                 if c in backend.truth.layers}
     missing = "sha256:" + "0" * 64
-    got = backend.runtime.layer_inodes([*expected, missing])
+    runtime = backend.runtime
+    assert isinstance(runtime, LayerInodeCounting)
+    got = runtime.layer_inodes([*expected, missing])
     assert missing not in got
     assert set(got) == set(expected)
     for chain_id, entries in expected.items():
-        if backend.name == "fake":
-            assert got[chain_id] == entries
-        else:
-            assert entries <= got[chain_id] <= entries + LAYER_BOOKKEEPING_INODES, chain_id
+        assert entries <= got[chain_id] <= entries + LAYER_BOOKKEEPING_INODES, chain_id
+
+
+def test_a_layer_gone_with_its_image_is_no_longer_counted(backend: Backend) -> None:
+    runtime = backend.runtime
+    assert isinstance(runtime, LayerInodeCounting)
+    image_id = backend.make_image(("contract/inodes:1",))
+    chain = {i.id: i for i in runtime.inventory().images}[image_id].chain
+    own = [c for c in chain if not any(c in i.chain for i in runtime.inventory().images
+                                       if i.id != image_id)]
+    assert own and set(runtime.layer_inodes(own)) == set(own)
+    runtime.remove_image("contract/inodes:1")
+    assert runtime.layer_inodes(own) == {}
 
 
 def test_containers_of_every_state_with_their_images(backend: Backend) -> None:
@@ -171,7 +191,9 @@ def test_container_bytes_are_measured_apart_and_unknown_left_out(backend: Backen
                if c.state.stopped]
     assert stopped
     missing = "0" * 64
-    got = backend.runtime.container_bytes([*stopped, missing])
+    runtime = backend.runtime
+    assert isinstance(runtime, ContainerSizing)
+    got = runtime.container_bytes([*stopped, missing])
     assert set(got) == set(stopped)
     for container_id in stopped:
         assert got[container_id] >= 5 * 4096, container_id
@@ -220,3 +242,56 @@ def test_running_containers_and_used_volumes_are_refused(backend: Backend) -> No
     inventory = backend.runtime.inventory()
     assert backend.container_ids[running.name] in {c.id for c in inventory.containers}
     assert used.name in {v.name for v in inventory.volumes}
+
+
+def test_tags_removed_before_a_refusal_are_put_back(backend: Backend) -> None:
+    """Apply's put-back: a tag removed, then a container made from the image, so that the
+    engine refuses its last tag; the tag removed before is given back."""
+    from reclaim.apply import _put_back
+
+    rt = backend.runtime
+    assert isinstance(rt, TagRestoring)
+    image_id = backend.make_image(("contract/back:1", "contract/back:2"))
+    assert rt.remove_image_ref("contract/back:1") is False  # only the tag went
+    container_id = backend.make_container("contract/back:2")
+    with pytest.raises(InUse):
+        rt.remove_image_ref("contract/back:2")
+    said = _put_back(rt, image_id, ["contract/back:1"])
+    assert said == "; its removed tags contract/back:1 were put back"
+    assert sorted(rt.image_refs(image_id) or ()) == ["contract/back:1", "contract/back:2"]
+    # A name that meanwhile names another image is not taken from it.
+    other = backend.make_image(("contract/other:1",))
+    rt.remove_image_ref("contract/back:1")
+    rt.tag_image(other, "contract/back:1")
+    assert "could not put back contract/back:1" in _put_back(rt, image_id, ["contract/back:1"])
+    assert "contract/back:1" in (rt.image_refs(other) or ())
+    rt.remove_container(container_id)
+    assert rt.remove_image_ref("contract/back:2") is True  # the image itself went
+    for ref in ("contract/back:1", "contract/other:1"):
+        rt.remove_image(ref)
+
+
+def test_the_use_watch_sees_what_comes_after_it(backend: Backend) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    rt = backend.runtime
+    assert isinstance(rt, UseWatching)
+    image_id = backend.make_image(("contract/watched:1",))
+    quiet_id = backend.make_image(("contract/quiet:1",))
+    watch = rt.watch_uses(datetime.now(UTC))
+    assert watch is not None and watch.live
+    try:
+        container_id = backend.make_container("contract/watched:1")
+        deadline = time.monotonic() + 20  # a real engine's event arrives a moment later
+        why = watch.why_not(image_id, ("contract/watched:1",))
+        while why is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            why = watch.why_not(image_id, ("contract/watched:1",))
+        assert why is not None and "created from it" in why
+        assert watch.why_not(quiet_id, ("contract/quiet:1",)) is None
+    finally:
+        watch.close()
+    rt.remove_container(container_id)
+    rt.remove_image("contract/watched:1")
+    rt.remove_image("contract/quiet:1")

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from reclaim.apply import ApplyResult, TagRestoring, apply_actions
+from reclaim.apply import ApplyResult, apply_actions
 from reclaim.errors import NotFound
 from reclaim.model import Container, ContainerState, Inventory
 from reclaim.policy.plan import Action, plan
 from reclaim.policy.rules import ImagePolicy, Policy
+from reclaim.runtimes.base import TagRestoring
 from reclaim.runtimes.fake import FakeRuntime
 from reclaim.state.journal import Journal
 from reclaim.state.store import Store
@@ -136,11 +138,6 @@ def _apply(fake: FakeRuntime, tmp_path: Path, watch: FakeWatch | None = None
     return result, journal
 
 
-def test_the_fake_restores_like_the_docker_adapter() -> None:
-    assert isinstance(TaggingFake(), TagRestoring)
-    assert not isinstance(FakeRuntime(), TagRestoring)
-
-
 def test_without_a_watch_each_tag_is_rechecked_and_the_removed_one_put_back(
     tmp_path: Path
 ) -> None:
@@ -156,9 +153,26 @@ def test_without_a_watch_each_tag_is_rechecked_and_the_removed_one_put_back(
     assert journal.entries() == []
 
 
+class WithoutTagging:
+    """A runtime without the tagging capability (`TagRestoring`): the fake, with its
+    `remove_image_ref` and `tag_image` out of reach."""
+
+    def __init__(self, fake: FakeRuntime) -> None:
+        self._fake = fake
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("remove_image_ref", "tag_image"):
+            raise AttributeError(name)
+        return getattr(self._fake, name)
+
+
 def test_a_runtime_that_cannot_tag_says_so(tmp_path: Path) -> None:
     fake = PlainRacingFake()
-    result, journal = _apply(fake, tmp_path)
+    runtime = WithoutTagging(fake)
+    assert not isinstance(runtime, TagRestoring) and isinstance(fake, TagRestoring)
+    before, actions, journal = _setup(fake, tmp_path)
+    result = apply_actions(runtime, actions, before, {}, journal,
+                           now=lambda: NOW, plan_created=NOW)
 
     assert result.deleted == []
     assert [why for _, why in result.skipped] == [

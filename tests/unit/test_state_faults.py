@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reclaim import cli
 from reclaim.cli import main
+from reclaim.commands.session import Session
 from reclaim.errors import EXIT_USAGE
 from reclaim.recorder import Recorder
 from reclaim.runtimes.fake import FakeRuntime
@@ -106,7 +106,7 @@ def test_errors_that_are_not_about_the_file_stay_unexpected() -> None:
 def engine(monkeypatch: pytest.MonkeyPatch) -> FakeRuntime:
     """The commands' runtime, a stateful fake: nothing here touches an engine."""
     fake = fake_engine()
-    monkeypatch.setattr(cli, "_open_runtime", lambda g, **kw: fake)
+    monkeypatch.setattr(Session, "open_runtime", lambda self, **kw: fake)
     return fake
 
 

@@ -54,6 +54,8 @@ class FakeRuntime:
         self.down = False
         self._tag_owner: dict[str, str] = {}
         self._volumes_made = 0
+        # Open use watches: told of every container created and every name given.
+        self._watches: list[FakeUseWatch] = []
         # Inodes each layer holds on disk, by chain id; a layer without one cannot be counted
         # (as on a store the adapter cannot read).
         self.inodes: dict[str, int] = {}
@@ -100,6 +102,8 @@ class FakeRuntime:
                     tags=tuple(t for t in other.tags if t != tag)
                 )
             self._tag_owner[tag] = image_id
+            for watch in self._watches:
+                watch.named(image_id, tag)
         image = Image(
             id=image_id,
             tags=tag_tuple,
@@ -119,6 +123,8 @@ class FakeRuntime:
         if container.image_id not in self.images:
             raise NotFound(f"no such image {container.image_id}")
         self.containers[container.id] = container
+        for watch in self._watches:
+            watch.created(container.image_id, container.name)
         return container
 
     def add_volume(self, volume: Volume) -> Volume:
@@ -225,6 +231,31 @@ class FakeRuntime:
             del self._tag_owner[tag]
         self._collect()
 
+    def remove_image_ref(self, ref: str) -> bool:
+        image = self._resolve(ref)
+        self.remove_image(ref)
+        return image.id not in self.images
+
+    def tag_image(self, image_id: str, ref: str) -> None:
+        self._check_up()
+        image = self.images.get(image_id)
+        if image is None:
+            raise NotFound(f"no such image: {image_id}")
+        if ref in self._tag_owner:
+            raise InUse(f"{ref} names another image")
+        self.images[image_id] = image._replace(tags=(*image.tags, ref))
+        self._tag_owner[ref] = image_id
+        for watch in self._watches:
+            watch.named(image_id, ref)
+
+    def watch_uses(self, since: datetime) -> FakeUseWatch:
+        """A watch the engine tells at once of what happens from now (`since` is now for an
+        engine that runs on the caller's clock); `lose()` ends it as a broken stream would."""
+        self._check_up()
+        watch = FakeUseWatch(self)
+        self._watches.append(watch)
+        return watch
+
     def remove_container(self, container_id: str) -> None:
         container = self.containers.get(container_id)
         if container is None:
@@ -288,3 +319,41 @@ class FakeRuntime:
         self.layers = {k: v for k, v in self.layers.items() if k in live_layers}
         self.inodes = {k: v for k, v in self.inodes.items() if k in live_layers}
         self.blobs = {k: v for k, v in self.blobs.items() if k in live_blobs}
+
+
+class FakeUseWatch:
+    """The fake engine's use watch: its events arrive the moment they happen."""
+
+    def __init__(self, engine: FakeRuntime) -> None:
+        self._engine = engine
+        self.used: dict[str, str] = {}  # image id -> a container created from it
+        self.given: dict[str, str] = {}  # a name given to some image -> that image
+        self.lost = False
+
+    @property
+    def live(self) -> bool:
+        return not self.lost
+
+    def created(self, image_id: str, name: str) -> None:
+        self.used.setdefault(image_id, name)
+
+    def named(self, image_id: str, ref: str) -> None:
+        self.given[ref] = image_id
+
+    def lose(self) -> None:
+        self.lost = True
+
+    def why_not(self, image_id: str, refs: tuple[str, ...]) -> str | None:
+        if image_id in self.used:
+            return f"container {self.used[image_id]} was created from it"
+        for ref, owner in self.given.items():
+            if owner == image_id:
+                return f"it was tagged {ref} meanwhile"
+        for ref in refs:
+            if ref in self.given:
+                return f"{ref} was just given to an image ({self.given[ref]})"
+        return None
+
+    def close(self) -> None:
+        if self in self._engine._watches:
+            self._engine._watches.remove(self)
