@@ -196,8 +196,8 @@ class _Split(NamedTuple):
 class FreeingSet:
     """Images chosen for deletion one at a time, each with the bytes it frees given the ones
     chosen before it (its marginal bytes): what the plan's actions carry, and what eviction
-    under a quota or watermark ranks by. With inode counts, the inodes freed are kept the same
-    way (`freed_inodes`, and `last_inodes` for the last image added)."""
+    under a quota or watermark counts towards its target. With inode counts, the inodes freed
+    are kept the same way (`freed_inodes`, and `last_inodes` for the last image added)."""
 
     def __init__(self, accounting: Accounting) -> None:
         self._acc = accounting
@@ -250,10 +250,6 @@ class FreeingSet:
                     if counts is not None:
                         inodes += counts[p]
         return freed, inodes
-
-    def marginal(self, image_id: str) -> int:
-        """What adding this image would free now, without adding it."""
-        return self._step(image_id, 1, False)[0]
 
     def add(self, image_id: str) -> int:
         freed, inodes = self._step(image_id, 1, True)

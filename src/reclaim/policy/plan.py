@@ -273,15 +273,6 @@ def _keep(kept: list[Kept], kind: str, object_id: str, rule: str, detail: str) -
 # -- images ----------------------------------------------------------------------------------
 
 
-def _age_basis(usage: Mapping[str, Usage], image: Image, now: datetime) -> LastUse:
-    record = usage.get(image.id)
-    if record is None:
-        # Never seen before this very run: it arrived just now as far as we know. Unknown is
-        # never "old".
-        return LastUse(now, "first-seen", "")
-    return record.age_basis
-
-
 def _ago(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
