@@ -27,10 +27,9 @@ class ImageBytes(NamedTuple):
 class Accounting:
     """The piece graph of one inventory. Built once in O(references); queries are cheap.
 
-    Pieces are numbered, and an image's pieces are a tuple of numbers: at 20,000 images and
-    200,000 layers this keeps the graph small and quick to build, and per-piece facts are
-    list lookups. A caller that plans several times from one inventory can build it once and
-    pass it on.
+    Pieces are numbered, and an image's pieces are a tuple of numbers: the graph of a big
+    store stays small and quick to build, and per-piece facts are list lookups. A caller that
+    plans several times from one inventory can build it once and pass it on.
 
     `layer_inodes` (chain id -> inodes the layer holds on disk, as the runtime counts them)
     adds an inode figure to every layer; layers the runtime could not count hold 0 and are

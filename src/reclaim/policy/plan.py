@@ -40,8 +40,8 @@ IMAGE_RULES = (
 
 
 class Reason(NamedTuple):
-    # A named tuple rather than a dataclass: a plan holds one per object (70,000 on a big CI
-    # host), and tuples of strings are cheap to build and leave the cyclic collector alone.
+    # A named tuple rather than a dataclass: a plan holds one per object, and tuples of
+    # strings are cheap to build and leave the cyclic collector alone.
     rule: str
     detail: str
 
@@ -111,7 +111,8 @@ def plan(
     whose containers are not those the plan leaves (it removes some) is built again."""
     # A plan builds a reason for every object and makes no reference cycles; with the
     # collector on, those allocations set off full collections that walk the whole inventory
-    # (15-40% of a big plan's time). It is switched off for the plan, and back as it was.
+    # again and again. It is switched off for the plan and put back as it was, whatever the
+    # plan does.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -598,7 +599,7 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
     kept: list[Kept] = []
     ordered = sorted(containers, key=_by_id)
     # Every container is listed with its reason; the reasons that do not depend on the
-    # container are built once (50,000 containers are common on CI hosts).
+    # container are built once, as a CI host can hold a great many containers.
     never: dict[ContainerState, Reason] = {}
     if not rules.enabled:
         off = Reason("off", "containers are collected only when configured")
