@@ -32,6 +32,11 @@ class UsageError(ReclaimError):
     exit_code = EXIT_USAGE
 
 
+class PolicyError(UsageError):
+    """A policy that cannot be applied to this engine (e.g. a quota in % of a filesystem whose
+    size is not known here)."""
+
+
 class EngineUnreachable(ReclaimError):
     exit_code = EXIT_ENGINE
 

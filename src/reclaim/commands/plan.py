@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import NamedTuple
 
 from reclaim.commands.session import Session, utc_now
-from reclaim.errors import UsageError
 from reclaim.model import EngineInfo, Inventory
 from reclaim.policy.plan import (
     FilesystemUsage,
@@ -96,9 +95,6 @@ def make_plan(session: Session, runtime: Runtime, policy: Policy, *,
         Recorder(ledger).catch_up(inventory, when)
         made = plan(inventory, ledger.images(), policy, when, filesystem=filesystem,
                     volume_since=ledger.volume_dangling_since(), layer_inodes=layer_inodes)
-    except ValueError as exc:
-        ledger.store.close()
-        raise UsageError(str(exc)) from exc
     except BaseException:
         ledger.store.close()
         raise

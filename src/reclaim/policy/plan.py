@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import NamedTuple
 
 from reclaim.accounting import Accounting, FreeingSet
+from reclaim.errors import PolicyError
 from reclaim.lastuse import LastUse, Usage
 from reclaim.model import Container, ContainerState, EngineInfo, Image, Inventory, Volume
 from reclaim.policy.rules import ImagePolicy, Policy, labels_match
@@ -508,7 +509,7 @@ def _space_need(rules: ImagePolicy, store_bytes: int, freed: int, freed_inodes: 
     total = fs.total_bytes if fs else 0
     if rules.quota is not None:
         if rules.quota.percent is not None and fs is None:
-            raise ValueError("a quota in % needs the filesystem's size")
+            raise PolicyError("a quota in % needs the filesystem's size")
         limit = rules.quota.resolve(total)
         current = store_bytes - freed
         if current > limit:
