@@ -1,9 +1,10 @@
 """The planner: `plan(inventory, usage, policy, now) -> Plan`, a pure function.
 
-Every object gets exactly one verdict with a machine-readable reason. Rules are checked in a
-fixed order of precedence (the table below): the first that applies decides. Deletions are in
-execution order, and each carries the bytes it frees given the ones before it, so they add up
-to the plan's prediction exactly; shared layers are counted once.
+Every object gets exactly one verdict with a machine-readable reason. Images are decided by
+the table of image rules (`rules.IMAGE_TABLE`), whose order is their precedence: the phases
+below run over it, and the first rule that applies decides. Deletions are in execution order,
+and each carries the bytes it frees given the ones before it, so they add up to the plan's
+prediction exactly; shared layers are counted once.
 """
 
 from __future__ import annotations
@@ -17,27 +18,23 @@ from operator import attrgetter
 from typing import NamedTuple
 
 from reclaim.accounting import Accounting, FreeingSet
-from reclaim.errors import PolicyError
 from reclaim.lastuse import LastUse, Usage
 from reclaim.model import Container, ContainerState, EngineInfo, Image, Inventory, Volume
-from reclaim.policy.rules import ImagePolicy, Policy, labels_match
-from reclaim.units import human_bytes
-
-# Image rules in order of precedence; the first that applies decides.
-IMAGE_RULES = (
-    "in-use",  # keep: a container of any state uses it
-    "keep-pattern",  # keep: a tag or id matches images.keep
-    "keep-label",  # keep: a label matches images.keep_labels
-    "keep-latest",  # keep: among its repository's N most recently used tags
-    "min-age",  # keep: used (or arrived) more recently than images.min_age
-    "max-age",  # delete: unused longer than images.max_age
-    "dangling",  # delete: untagged and older than min_age (images.dangling = after-min-age)
-    "quota",  # delete, least recently used first, until the store fits images.quota
-    "watermark",  # delete, least recently used first, from above images.high down to low
-    "inode-watermark",  # delete, least recently used first, from above high_inodes to low_inodes
-    "not-needed",  # keep: eligible, but no quota or watermark asked for more
-    "no-rule",  # keep: no max_age, quota or watermark is set
+from reclaim.policy.rules import (
+    CLASSIFY_RULES,
+    FALLBACK_RULES,
+    SPACE_RULES,
+    ImageFacts,
+    ImagePolicy,
+    ImageTest,
+    Policy,
+    Space,
+    SpaceTarget,
+    ago,
+    labels_match,
 )
+from reclaim.policy.rules import IMAGE_RULES as IMAGE_RULES  # the rules a plan's reasons name
+from reclaim.units import human_bytes
 
 
 class Reason(NamedTuple):
@@ -189,6 +186,8 @@ def _build_cache_bounds(policy: Policy, filesystem: FilesystemUsage | None
     if keep.bytes is None and filesystem is None:
         return None
     return (keep.resolve(filesystem.total_bytes if filesystem else 0), older)
+
+
 def removed_containers(inventory: Inventory, policy: Policy, now: datetime) -> list[str]:
     """Ids of the containers the plan of this inventory removes: the ones whose storage the
     caller measures (`Container.disk_bytes`) before planning."""
@@ -273,63 +272,21 @@ def _keep(kept: list[Kept], kind: str, object_id: str, rule: str, detail: str) -
 
 
 # -- images ----------------------------------------------------------------------------------
+#
+# The phases of an image plan, each a function of what the ones before it found, in the order
+# `_images` runs them: detect (who uses what, and since when), classify (the table's
+# classifying rows), delete by age (its deleting rows), the space need (its space rows), evict
+# (least recently used first until that need is met), and keep the rest (its fallback rows).
 
 
-def _ago(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
-
-
-def _latest_kept(images: list[Image], bases: Mapping[str, LastUse], n: int) -> set[str]:
-    """Images holding one of the N most recently used tags of their repository."""
-    if n <= 0:
-        return set()
-    by_repo: dict[str, list[tuple[datetime, str, str]]] = {}
-    for image in images:
-        for tag in image.tags:
-            repo = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
-            by_repo.setdefault(repo, []).append((bases[image.id].when, tag, image.id))
-    keep: set[str] = set()
-    for entries in by_repo.values():
-        entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
-        keep.update(image_id for _, _, image_id in entries[:n])
-    return keep
-
-
-@dataclass
-class _Target:
-    """What the space targets ask for beyond the deletions already chosen."""
-
-    bytes_rule: str = ""  # "quota" or "watermark" when bytes are needed
-    bytes_need: int = 0
-    inodes_need: int = 0
-    details: list[str] = field(default_factory=list)  # every target in play, for reasons
-    configured: bool = False  # some quota or watermark applies to this plan
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def detail(self) -> str:
-        return "; ".join(self.details)
-
-
-def _images(
-    inventory: Inventory,
-    usage: Mapping[str, Usage],
-    policy: Policy,
-    now: datetime,
-    filesystem: FilesystemUsage | None,
-    accounting: Accounting,
-    removed: Mapping[str, str],
-) -> tuple[list[Action], list[Kept], list[str]]:
-    """`removed`: the containers this plan removes before its images (id -> name). They
-    make no image in use; an image only they use is decided like any unused one, and its
-    reason says so."""
-    rules = policy.images
+def detect_images(inventory: Inventory, usage: Mapping[str, Usage],
+                  removed: Mapping[str, str], now: datetime) -> ImageFacts:
+    """What the image rules decide on. `removed`: the containers this plan removes before its
+    images (id -> name). They make no image in use; an image only they use is `held` by them,
+    is decided like any unused one, and its reason says so."""
     images = sorted(inventory.images, key=_by_id)
     users: dict[str, list[str]] = {}
-    held: dict[str, list[str]] = {}  # images used only by containers this plan removes
+    held: dict[str, list[str]] = {}
     for c in inventory.containers:
         into = held if c.id in removed else users
         names = into.get(c.image_id)
@@ -340,221 +297,94 @@ def _images(
     for image_id in users.keys() & held.keys():
         del held[image_id]
     usage_of = usage.get
+    # An image the ledger has no record of arrived now, as far as anyone knows: unknown is
+    # never "old".
     arrived_now = LastUse(now, "first-seen", "")
     bases: dict[str, LastUse] = {}
+    ages: dict[str, float] = {}
     for image in images:
         record = usage_of(image.id)
-        # Never seen before this very run: it arrived just now as far as we know. Unknown is
-        # never "old".
-        bases[image.id] = arrived_now if record is None else record.age_basis
-    latest = _latest_kept(images, bases, rules.keep_latest)
-    min_age, max_age = rules.min_age, rules.max_age
-    keeps_by_pattern = rules.keeps_by_pattern if rules.keep else None
-    keep_labels = rules.keep_labels
-    dangling_after_min_age = rules.dangling == "after-min-age"
+        basis = bases[image.id] = arrived_now if record is None else record.age_basis
+        ages[image.id] = (now - basis.when).total_seconds()
+    return ImageFacts(now, images, users, held, bases, ages)
 
+
+class Classified(NamedTuple):
+    kept: list[Kept]  # what a keeping row decided, by image id
+    deleted: dict[str, list[tuple[Image, str]]]  # deleting row -> (image, detail), table order
+    eligible: list[Image]  # what no row decided: the space rows' to take, by image id
+
+
+def classify(facts: ImageFacts, rules: ImagePolicy) -> Classified:
+    """Each image gets the first classifying row of the table that applies to it; rows the
+    policy does not use are left out before the first image."""
     kept: list[Kept] = []
-    by_age: list[Image] = []  # max-age deletions
-    dangling: list[Image] = []
-    candidates: list[Image] = []
-    for image in images:
-        image_id = image.id
-        if image_id in users:
-            names = users[image_id]
-            kept.append(Kept("image", image_id, Reason(
-                "in-use", f"used by {len(names)} container(s): {', '.join(sorted(names)[:3])}")))
-            continue
-        if keeps_by_pattern is not None and \
-                (pattern := keeps_by_pattern(image.tags, image_id)) is not None:
-            kept.append(Kept("image", image_id, Reason("keep-pattern", f"matches {pattern!r}")))
-            continue
-        if keep_labels and (label := labels_match(keep_labels, image.labels)) is not None:
-            kept.append(Kept("image", image_id, Reason("keep-label", f"has label {label!r}")))
-            continue
-        if image_id in latest:
-            kept.append(Kept("image", image_id, Reason(
-                "keep-latest", f"among the {rules.keep_latest} most recently used tags of its "
-                "repository")))
-            continue
-        basis = bases[image_id]
-        age = (now - basis.when).total_seconds()
-        if age < min_age:
-            kept.append(Kept("image", image_id, Reason(
-                "min-age", f"{basis.source} {_ago(age)} ago, younger than min_age "
-                f"{_ago(min_age)}")))
-        elif max_age is not None and age > max_age:
-            by_age.append(image)
-        elif dangling_after_min_age and not image.tags:
-            dangling.append(image)
+    deleted: dict[str, list[tuple[Image, str]]] = {
+        r.name: [] for r in CLASSIFY_RULES if r.verdict == "delete"}
+    tests: list[tuple[str, ImageTest, list[tuple[Image, str]] | None]] = []
+    for rule in CLASSIFY_RULES:
+        test = rule.bind(rules, facts)
+        if test is not None:
+            tests.append((rule.name, test, deleted.get(rule.name)))
+    eligible: list[Image] = []
+    reason = Reason("", "")
+    for image in facts.images:
+        for name, test, into in tests:
+            detail = test(image)
+            if detail is not None:
+                if into is None:
+                    # A rule that says the same of every image shares one reason among them.
+                    if detail is not reason.detail or name is not reason.rule:
+                        reason = Reason(name, detail)
+                    kept.append(Kept("image", image.id, reason))
+                else:
+                    into.append((image, detail))
+                break
         else:
-            candidates.append(image)
+            eligible.append(image)
+    return Classified(kept, deleted, eligible)
 
-    def oldest_first(i: Image) -> tuple[datetime, str]:
-        return bases[i.id].when, i.id
 
-    freeing = accounting.freeing()
+def delete_by_age(deleted: Mapping[str, list[tuple[Image, str]]], facts: ImageFacts,
+                  freeing: FreeingSet) -> list[Action]:
+    """The deleting rows' images, row by row in the table's order and oldest first within a
+    row, each with the bytes it frees given the ones before it (`freeing` takes them in)."""
+    bases = facts.bases
+
+    def oldest_first(entry: tuple[Image, str]) -> tuple[datetime, str]:
+        return bases[entry[0].id].when, entry[0].id
+
     actions: list[Action] = []
-
-    def delete(image: Image, rule: str, detail: str) -> None:
-        freed = freeing.add(image.id)
-        actions.append(Action("image", image.id, image.tags, freed,
-                              Reason(rule, detail), bases[image.id].when))
-
-    for image in sorted(by_age, key=oldest_first):
-        age = (now - bases[image.id].when).total_seconds()
-        delete(image, "max-age", f"{bases[image.id].source} {_ago(age)} ago, older than "
-               f"max_age {_ago(max_age or 0)}")
-    for image in sorted(dangling, key=oldest_first):
-        delete(image, "dangling", "untagged, older than min_age")
-
-    target = _space_need(rules, accounting.total_bytes(), freeing.freed, freeing.freed_inodes,
-                         filesystem)
-    warnings = target.warnings
-    if target.bytes_need > 0 or target.inodes_need > 0:
-        lru = sorted(candidates, key=oldest_first)
-        chosen, trial = _evict(freeing, [i.id for i in lru], target.bytes_need,
-                               target.inodes_need)
-        by_id = {i.id: i for i in candidates}
-        detail = target.detail
-        got_bytes = got_inodes = 0
-        for image_id in chosen:
-            # Each image is put down to the target that still asked for more when it was
-            # chosen: bytes first, then inodes.
-            rule = target.bytes_rule if got_bytes < target.bytes_need else "inode-watermark"
-            basis = bases[image_id]
-            age = (now - basis.when).total_seconds()
-            if trial is not None:
-                # Nothing was taken out again: the eviction's own figures are the actions',
-                # in the same order from the same start.
-                freed, inodes = trial.freed_when_added(image_id)
-            else:
-                freed = freeing.add(image_id)
-                inodes = freeing.last_inodes
-            got_bytes += freed
-            got_inodes += inodes
-            # The plan's actions carry bytes; the inodes each frees are said in the reason.
-            frees = f"; frees {inodes:,} inodes" if target.inodes_need > 0 else ""
-            reason = Reason(rule, f"least recently used ({basis.source} {_ago(age)} ago); "
-                            f"{detail}{frees}")
-            actions.append(Action("image", image_id, by_id[image_id].tags, freed, reason,
-                                  basis.when))
-        chosen_set = set(chosen)
-        met = Reason("not-needed", f"{detail}; met without it")
-        kept += [Kept("image", i.id, met) for i in candidates if i.id not in chosen_set]
-        bytes_left = target.bytes_need - got_bytes
-        if bytes_left > 0:
-            warnings.append(
-                f"{target.bytes_rule}: {human_bytes(bytes_left)} still over the target after "
-                "every image the rules allow; the rest are kept (in use, kept by pattern, label "
-                "or keep_latest, or younger than min_age)"
-            )
-        inodes_left = target.inodes_need - got_inodes
-        if target.inodes_need > 0 and inodes_left > 0:
-            warnings.append(
-                f"inode-watermark: {inodes_left:,} inodes still over the target after every "
-                "image the rules allow; the rest are kept (in use, kept by pattern, label or "
-                "keep_latest, or younger than min_age)"
-            )
-        if target.inodes_need > 0:
-            uncounted = accounting.uncounted_layers(
-                [a.id for a in actions] + [i.id for i in candidates])
-            if uncounted:
-                warnings.append(
-                    f"inode-watermark: the runtime gave no inode count for {uncounted:,} "
-                    "layer(s) of the images considered; they count as 0 freed inodes, so the "
-                    "freed inodes are underestimated"
-                )
-    elif target.configured:
-        met = Reason("not-needed", target.detail)
-        kept += [Kept("image", i.id, met) for i in candidates]
-    else:
-        for image in candidates:
-            if max_age is None:
-                reason = Reason("no-rule", "no max_age, quota or watermark is set")
-            else:
-                basis = bases[image.id]
-                reason = Reason("no-rule", f"{basis.source} "
-                                f"{_ago((now - basis.when).total_seconds())} ago, within "
-                                f"max_age {_ago(max_age)}; no quota or watermark is set")
-            kept.append(Kept("image", image.id, reason))
-    if held:
-        actions = [replace(a, reason=_held_by(a.reason, held[a.id])) if a.id in held else a
-                   for a in actions]
-        kept = [k._replace(reason=_held_by(k.reason, held[k.id])) if k.id in held else k
-                for k in kept]
-    return actions, kept, warnings
+    for rule, found in deleted.items():
+        for image, detail in sorted(found, key=oldest_first):
+            actions.append(Action("image", image.id, image.tags, freeing.add(image.id),
+                                  Reason(rule, detail), bases[image.id].when))
+    return actions
 
 
-def _held_by(reason: Reason, names: list[str]) -> Reason:
-    return Reason(reason.rule, f"{reason.detail}; {_only_by(names)}")
+def space_need(rules: ImagePolicy, space: Space) -> SpaceTarget:
+    """What the space rows ask to free beyond the deletions already chosen, which count
+    towards them: bytes by the largest byte need (the earlier row on a tie), inodes by the
+    largest inode need, with every target's detail and warning in the table's order."""
+    target = SpaceTarget()
+    for rule in SPACE_RULES:
+        need = rule.need(rules, space)
+        if need is None:
+            continue
+        if need.warning:
+            target.warnings.append(need.warning)
+        if need.detail:
+            target.details.append(need.detail)
+            target.configured = True
+        if need.bytes > target.bytes_need:
+            target.bytes_rule, target.bytes_need = rule.name, need.bytes
+        if need.inodes > target.inodes_need:
+            target.inodes_rule, target.inodes_need = rule.name, need.inodes
+    return target
 
 
-def _only_by(names: list[str]) -> str:
-    """What the reasons say of an object only containers this plan removes use."""
-    shown = sorted(names)
-    who = (f"container {shown[0]}" if len(shown) == 1
-           else f"containers {', '.join(shown[:3])}" + (" and more" if len(shown) > 3 else ""))
-    return f"in use only by {who}, which this plan removes"
-
-
-_by_id = attrgetter("id")
-
-
-def _space_need(rules: ImagePolicy, store_bytes: int, freed: int, freed_inodes: int,
-                fs: FilesystemUsage | None) -> _Target:
-    """What the space targets ask to free beyond the deletions already chosen (max-age,
-    dangling), which count towards them: bytes by the larger of the quota's and the byte
-    watermark's need, and inodes by the inode watermark's."""
-    t = _Target()
-    total = fs.total_bytes if fs else 0
-    if rules.quota is not None:
-        if rules.quota.percent is not None and fs is None:
-            raise PolicyError("a quota in % needs the filesystem's size")
-        limit = rules.quota.resolve(total)
-        current = store_bytes - freed
-        if current > limit:
-            t.bytes_need, t.bytes_rule = current - limit, "quota"
-        t.details.append(f"quota {human_bytes(limit)}, image store {human_bytes(current)}")
-        t.configured = True
-    if rules.high is not None and rules.low is not None and fs is None:
-        t.warnings.append("watermark: the engine's filesystem is not known here (a remote "
-                          "engine?); the byte watermarks are not applied")
-    elif rules.high is not None and rules.low is not None and fs is not None:
-        high, low = rules.high.resolve(total), rules.low.resolve(total)
-        used = fs.used_bytes - freed
-        if used > high:
-            if used - low > t.bytes_need:
-                t.bytes_need, t.bytes_rule = used - low, "watermark"
-            t.details.append(f"filesystem {human_bytes(used)} used, above high "
-                             f"{human_bytes(high)}; down to low {human_bytes(low)}")
-        else:
-            t.details.append(f"filesystem {human_bytes(used)} used, under high "
-                             f"{human_bytes(high)}")
-        t.configured = True
-    if rules.high_inodes is not None and rules.low_inodes is not None:
-        if fs is None:
-            t.warnings.append("inode-watermark: the engine's filesystem is not known here (a "
-                              "remote engine?); the inode watermarks are not applied")
-        elif fs.total_inodes <= 0:
-            t.warnings.append("inode-watermark: the engine's filesystem reports no inode "
-                              "counts (e.g. btrfs); the inode watermarks are not applied")
-        else:
-            high, low = (rules.high_inodes.resolve(fs.total_inodes),
-                         rules.low_inodes.resolve(fs.total_inodes))
-            used = fs.used_inodes - freed_inodes
-            if used > high:
-                t.inodes_need = used - low
-                t.details.append(f"filesystem {used:,} inodes used, above high_inodes "
-                                 f"{high:,}; down to low_inodes {low:,}")
-            else:
-                t.details.append(f"filesystem {used:,} inodes used, under high_inodes "
-                                 f"{high:,}")
-            t.configured = True
-    return t
-
-
-def _evict(freeing: FreeingSet, lru: list[str], need: int, need_inodes: int
-           ) -> tuple[list[str], FreeingSet | None]:
+def evict(freeing: FreeingSet, lru: list[str], need: int, need_inodes: int
+          ) -> tuple[list[str], FreeingSet | None]:
     """Least recently used first until `need` bytes and `need_inodes` inodes are freed
     beyond what `freeing` already frees (marginal figures, shared layers counted once), then
     drop, newest first, any chosen image both targets are met without: no image is deleted
@@ -585,6 +415,136 @@ def _evict(freeing: FreeingSet, lru: list[str], need: int, need_inodes: int
     if not dropped:
         return chosen, trial
     return [i for i in chosen if i not in dropped], None
+
+
+def evict_lru(target: SpaceTarget, eligible: list[Image], facts: ImageFacts,
+              freeing: FreeingSet) -> tuple[list[Action], list[str]]:
+    """The space rows' deletions among the eligible images (`evict`), each with the bytes it
+    frees after the deletions already chosen (`freeing`, left as it was) and the ones before
+    it; and a warning for each need still unmet after all of them."""
+    bases, ages = facts.bases, facts.ages
+    lru = sorted(eligible, key=lambda i: (bases[i.id].when, i.id))
+    chosen, trial = evict(freeing, [i.id for i in lru], target.bytes_need, target.inodes_need)
+    if trial is None:
+        # Some image was taken out again: what each frees is worked out anew, in order.
+        trial = freeing.copy()
+        for image_id in chosen:
+            trial.add(image_id)
+    tags = {i.id: i.tags for i in eligible}
+    detail = target.detail
+    frees_inodes = target.inodes_need > 0
+    actions: list[Action] = []
+    got_bytes = got_inodes = 0
+    for image_id in chosen:
+        # Each image is put down to the target that still asked for more when it was chosen:
+        # bytes first, then inodes.
+        rule = target.bytes_rule if got_bytes < target.bytes_need else target.inodes_rule
+        basis = bases[image_id]
+        freed, inodes = trial.freed_when_added(image_id)
+        got_bytes += freed
+        got_inodes += inodes
+        # The plan's actions carry bytes; the inodes each frees are said in the reason.
+        frees = f"; frees {inodes:,} inodes" if frees_inodes else ""
+        reason = Reason(rule, f"least recently used ({basis.source} {ago(ages[image_id])} "
+                        f"ago); {detail}{frees}")
+        actions.append(Action("image", image_id, tags[image_id], freed, reason, basis.when))
+    warnings: list[str] = []
+    bytes_left = target.bytes_need - got_bytes
+    if bytes_left > 0:
+        warnings.append(
+            f"{target.bytes_rule}: {human_bytes(bytes_left)} still over the target after "
+            "every image the rules allow; the rest are kept (in use, kept by pattern, label "
+            "or keep_latest, or younger than min_age)"
+        )
+    inodes_left = target.inodes_need - got_inodes
+    if frees_inodes and inodes_left > 0:
+        warnings.append(
+            f"{target.inodes_rule}: {inodes_left:,} inodes still over the target after every "
+            "image the rules allow; the rest are kept (in use, kept by pattern, label or "
+            "keep_latest, or younger than min_age)"
+        )
+    return actions, warnings
+
+
+def keep_the_rest(images: list[Image], facts: ImageFacts, rules: ImagePolicy,
+                  target: SpaceTarget) -> list[Kept]:
+    """The images no classifying row decided and no target took: each gets the first
+    fallback row of the table that applies to it."""
+    tests = [(rule.name, test) for rule in FALLBACK_RULES
+             if (test := rule.bind(rules, facts, target)) is not None]
+    kept: list[Kept] = []
+    reason = Reason("", "")
+    for image in images:
+        for name, test in tests:
+            detail = test(image)
+            if detail is not None:
+                if detail is not reason.detail or name is not reason.rule:
+                    reason = Reason(name, detail)
+                kept.append(Kept("image", image.id, reason))
+                break
+        else:
+            raise RuntimeError(f"no image rule decides {image.id}")
+    return kept
+
+
+def _images(
+    inventory: Inventory,
+    usage: Mapping[str, Usage],
+    policy: Policy,
+    now: datetime,
+    filesystem: FilesystemUsage | None,
+    accounting: Accounting,
+    removed: Mapping[str, str],
+) -> tuple[list[Action], list[Kept], list[str]]:
+    """Every image's verdict, by the phases above. `removed`: the containers this plan
+    removes before its images (id -> name)."""
+    rules = policy.images
+    facts = detect_images(inventory, usage, removed, now)
+    kept, deleted, eligible = classify(facts, rules)
+    freeing = accounting.freeing()
+    actions = delete_by_age(deleted, facts, freeing)
+    target = space_need(rules, Space(accounting.total_bytes(), freeing.freed,
+                                     freeing.freed_inodes, filesystem))
+    warnings = list(target.warnings)
+    rest = eligible
+    if target.evicts:
+        evicted, unmet = evict_lru(target, eligible, facts, freeing)
+        actions += evicted
+        warnings += unmet
+        if target.inodes_need > 0:
+            uncounted = accounting.uncounted_layers(
+                [a.id for a in actions] + [i.id for i in eligible])
+            if uncounted:
+                warnings.append(
+                    f"{target.inodes_rule}: the runtime gave no inode count for {uncounted:,} "
+                    "layer(s) of the images considered; they count as 0 freed inodes, so the "
+                    "freed inodes are underestimated"
+                )
+        taken = {a.id for a in evicted}
+        rest = [i for i in eligible if i.id not in taken]
+    kept += keep_the_rest(rest, facts, rules, target)
+    held = facts.held
+    if held:
+        actions = [replace(a, reason=_held_by(a.reason, held[a.id])) if a.id in held else a
+                   for a in actions]
+        kept = [k._replace(reason=_held_by(k.reason, held[k.id])) if k.id in held else k
+                for k in kept]
+    return actions, kept, warnings
+
+
+def _held_by(reason: Reason, names: list[str]) -> Reason:
+    return Reason(reason.rule, f"{reason.detail}; {_only_by(names)}")
+
+
+def _only_by(names: list[str]) -> str:
+    """What the reasons say of an object only containers this plan removes use."""
+    shown = sorted(names)
+    who = (f"container {shown[0]}" if len(shown) == 1
+           else f"containers {', '.join(shown[:3])}" + (" and more" if len(shown) > 3 else ""))
+    return f"in use only by {who}, which this plan removes"
+
+
+_by_id = attrgetter("id")
 
 
 # -- containers and volumes --------------------------------------------------------------------
@@ -639,22 +599,22 @@ def _containers(containers: tuple[Container, ...], policy: Policy, now: datetime
             elif (now - since).total_seconds() > rules.exited_after:
                 actions.append(Action("container", c.id, (c.name,), c.disk_bytes or 0,
                                       Reason("exited-age", f"{c.state.value}, finished "
-                                             f"{_ago((now - since).total_seconds())} ago"),
+                                             f"{ago((now - since).total_seconds())} ago"),
                                       since))
             else:
-                keep("exited-age", f"finished {_ago((now - since).total_seconds())} ago, within "
-                     f"exited_after {_ago(rules.exited_after)}")
+                keep("exited-age", f"finished {ago((now - since).total_seconds())} ago, within "
+                     f"exited_after {ago(rules.exited_after)}")
         else:  # created, never started
             if rules.created_after is None or c.created is None:
                 keep("created-age", "no containers.created_after, or no creation time")
             elif (now - c.created).total_seconds() > rules.created_after:
                 actions.append(Action("container", c.id, (c.name,), c.disk_bytes or 0,
                                       Reason("created-age", "created "
-                                             f"{_ago((now - c.created).total_seconds())} ago, "
+                                             f"{ago((now - c.created).total_seconds())} ago, "
                                              "never started"), c.created))
             else:
-                keep("created-age", f"created {_ago((now - c.created).total_seconds())} ago, "
-                     f"within created_after {_ago(rules.created_after)}")
+                keep("created-age", f"created {ago((now - c.created).total_seconds())} ago, "
+                     f"within created_after {ago(rules.created_after)}")
     return actions, kept
 
 
@@ -700,16 +660,16 @@ def _volumes(volumes: tuple[Volume, ...], policy: Policy, now: datetime,
         elif held:
             assert rules.dangling_after is not None
             keep("dangling-volume", f"{_only_by(held)}: dangling from then, it waits "
-                 f"dangling_after {_ago(rules.dangling_after)}")
+                 f"dangling_after {ago(rules.dangling_after)}")
         else:
             dangling_since = since.get(v.name, now)
             age = (now - dangling_since).total_seconds()
             assert rules.dangling_after is not None
             if age > rules.dangling_after:
                 actions.append(Action("volume", v.name, (), _volume_bytes(v) or 0,
-                                      Reason("dangling-volume", f"dangling {_ago(age)}"),
+                                      Reason("dangling-volume", f"dangling {ago(age)}"),
                                       dangling_since, v.instance))
             else:
-                keep("dangling-volume", f"dangling {_ago(age)}, within dangling_after "
-                     f"{_ago(rules.dangling_after)}")
+                keep("dangling-volume", f"dangling {ago(age)}, within dangling_after "
+                     f"{ago(rules.dangling_after)}")
     return actions, kept

@@ -1,21 +1,30 @@
-"""What a policy says, validated when it is built.
+"""What a policy says, validated when it is built, and the table of image rules.
 
 A policy is data: sections for images, containers, volumes and build cache, each setting
 optional. The TOML file and the command-line flags give the same settings (flags override the
 file), and every bad value is refused with the setting's name and what was wrong.
+
+The image rules are data too: `IMAGE_TABLE`, whose order is their precedence (see its section
+below).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
-from reclaim.errors import UsageError
-from reclaim.units import Size, no_unit, parse_duration, parse_percent, parse_size
+from reclaim.errors import PolicyError, UsageError
+from reclaim.lastuse import LastUse
+from reclaim.model import Image
+from reclaim.units import Size, human_bytes, no_unit, parse_duration, parse_percent, parse_size
+
+if TYPE_CHECKING:
+    from reclaim.policy.plan import FilesystemUsage
 
 DAY = 86400.0
 # Nothing used in the last day is ever deleted by default.
@@ -312,3 +321,334 @@ def _amount(mark: Size | InodeCount) -> int:
     amount = mark.bytes if isinstance(mark, Size) else mark.count
     assert amount is not None
     return amount
+
+
+# -- the image rules, in order of precedence ---------------------------------------------------
+#
+# One table decides every image: a row is a rule's name, its verdict, what it means, and the
+# function that says whether it applies. The planner (policy/plan.py) runs its phases over the
+# table in its order: each image gets the first rule of the classifying rows that applies; the
+# images no row decided are evicted under the space rows' targets; what is left gets the
+# first fallback row that applies. No other code knows the order.
+
+Verdict = Literal["keep", "delete"]
+
+
+class ImageFacts(NamedTuple):
+    """What the image rules decide on, gathered once per plan (`plan.detect_images`)."""
+
+    now: datetime
+    images: Sequence[Image]  # every image, by id
+    users: Mapping[str, list[str]]  # image id -> the containers that use it and stay (names)
+    held: Mapping[str, list[str]]  # image id -> its only users, containers the plan removes
+    bases: Mapping[str, LastUse]  # image id -> what its age is counted from
+    ages: Mapping[str, float]  # image id -> seconds from its basis to `now`
+
+
+class Space(NamedTuple):
+    """What the space targets start from: the image store's bytes (every piece once), what the
+    deletions already chosen free, and the engine's filesystem where it is known."""
+
+    store_bytes: int
+    freed: int
+    freed_inodes: int
+    filesystem: FilesystemUsage | None
+
+
+class Need(NamedTuple):
+    """What one space target asks to free beyond the deletions already chosen. `detail` states
+    the target for the reasons ("" when it is not applied); `warning` says why it is not."""
+
+    bytes: int = 0
+    inodes: int = 0
+    detail: str = ""
+    warning: str = ""
+
+
+@dataclass
+class SpaceTarget:
+    """What the space rows ask for together: bytes by the largest byte need (the earlier row
+    on a tie), inodes by the largest inode need."""
+
+    bytes_rule: str = ""  # the space row whose need the bytes are, when bytes are needed
+    bytes_need: int = 0
+    inodes_rule: str = ""
+    inodes_need: int = 0
+    details: list[str] = field(default_factory=list)  # every target in play, for reasons
+    configured: bool = False  # some quota or watermark applies to this plan
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def detail(self) -> str:
+        return "; ".join(self.details)
+
+    @property
+    def evicts(self) -> bool:
+        return self.bytes_need > 0 or self.inodes_need > 0
+
+
+# The detail of the rule's reason for this image, or None when the rule does not apply to it.
+ImageTest: TypeAlias = Callable[[Image], str | None]
+
+
+@dataclass(frozen=True)
+class ClassifyRule:
+    """Decides one image at a time, before anything is deleted. `bind` returns the test for
+    this policy and inventory, or None when the policy does not use the rule (so that a rule
+    nobody set costs nothing per image)."""
+
+    name: str
+    verdict: Verdict
+    explains: str
+    bind: Callable[[ImagePolicy, ImageFacts], ImageTest | None]
+
+
+@dataclass(frozen=True)
+class SpaceRule:
+    """A space target: what it asks to free given what is already chosen, or None when the
+    policy does not set it. The images it takes go least recently used first."""
+
+    name: str
+    verdict: Verdict
+    explains: str
+    need: Callable[[ImagePolicy, Space], Need | None]
+
+
+@dataclass(frozen=True)
+class FallbackRule:
+    """Decides an image that no classifying row decided and no target took."""
+
+    name: str
+    verdict: Verdict
+    explains: str
+    bind: Callable[[ImagePolicy, ImageFacts, SpaceTarget], ImageTest | None]
+
+
+def ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _in_use(rules: ImagePolicy, facts: ImageFacts) -> ImageTest:
+    users = facts.users.get
+
+    def test(image: Image) -> str | None:
+        names = users(image.id)
+        if names is None:
+            return None
+        return f"used by {len(names)} container(s): {', '.join(sorted(names)[:3])}"
+    return test
+
+
+def _keep_pattern(rules: ImagePolicy, facts: ImageFacts) -> ImageTest | None:
+    if not rules.keep:
+        return None
+    keeps = rules.keeps_by_pattern
+
+    def test(image: Image) -> str | None:
+        pattern = keeps(image.tags, image.id)
+        return None if pattern is None else f"matches {pattern!r}"
+    return test
+
+
+def _keep_label(rules: ImagePolicy, facts: ImageFacts) -> ImageTest | None:
+    selectors = rules.keep_labels
+    if not selectors:
+        return None
+
+    def test(image: Image) -> str | None:
+        label = labels_match(selectors, image.labels)
+        return None if label is None else f"has label {label!r}"
+    return test
+
+
+def latest_tags(images: Iterable[Image], bases: Mapping[str, LastUse], n: int) -> set[str]:
+    """Images holding one of the N most recently used tags of their repository."""
+    if n <= 0:
+        return set()
+    by_repo: dict[str, list[tuple[datetime, str, str]]] = {}
+    for image in images:
+        for tag in image.tags:
+            repo = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
+            by_repo.setdefault(repo, []).append((bases[image.id].when, tag, image.id))
+    keep: set[str] = set()
+    for entries in by_repo.values():
+        entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
+        keep.update(image_id for _, _, image_id in entries[:n])
+    return keep
+
+
+def _keep_latest(rules: ImagePolicy, facts: ImageFacts) -> ImageTest | None:
+    latest = latest_tags(facts.images, facts.bases, rules.keep_latest)
+    if not latest:
+        return None
+    detail = f"among the {rules.keep_latest} most recently used tags of its repository"
+
+    def test(image: Image) -> str | None:
+        return detail if image.id in latest else None
+    return test
+
+
+def _min_age(rules: ImagePolicy, facts: ImageFacts) -> ImageTest:
+    min_age, ages, bases = rules.min_age, facts.ages, facts.bases
+    limit = ago(min_age)
+
+    def test(image: Image) -> str | None:
+        age = ages[image.id]
+        if age >= min_age:
+            return None
+        return f"{bases[image.id].source} {ago(age)} ago, younger than min_age {limit}"
+    return test
+
+
+def _max_age(rules: ImagePolicy, facts: ImageFacts) -> ImageTest | None:
+    max_age, ages, bases = rules.max_age, facts.ages, facts.bases
+    if max_age is None:
+        return None
+    limit = ago(max_age)
+
+    def test(image: Image) -> str | None:
+        age = ages[image.id]
+        if age <= max_age:
+            return None
+        return f"{bases[image.id].source} {ago(age)} ago, older than max_age {limit}"
+    return test
+
+
+def _dangling(rules: ImagePolicy, facts: ImageFacts) -> ImageTest | None:
+    if rules.dangling != "after-min-age":
+        return None
+
+    def test(image: Image) -> str | None:
+        return None if image.tags else "untagged, older than min_age"
+    return test
+
+
+def _quota(rules: ImagePolicy, space: Space) -> Need | None:
+    quota, fs = rules.quota, space.filesystem
+    if quota is None:
+        return None
+    if quota.percent is not None and fs is None:
+        raise PolicyError("a quota in % needs the filesystem's size")
+    limit = quota.resolve(fs.total_bytes if fs else 0)
+    current = space.store_bytes - space.freed
+    return Need(bytes=max(0, current - limit),
+                detail=f"quota {human_bytes(limit)}, image store {human_bytes(current)}")
+
+
+def _watermark(rules: ImagePolicy, space: Space) -> Need | None:
+    fs = space.filesystem
+    if rules.high is None or rules.low is None:
+        return None
+    if fs is None:
+        return Need(warning="watermark: the engine's filesystem is not known here (a remote "
+                            "engine?); the byte watermarks are not applied")
+    high, low = rules.high.resolve(fs.total_bytes), rules.low.resolve(fs.total_bytes)
+    used = fs.used_bytes - space.freed
+    if used > high:
+        return Need(bytes=used - low, detail=f"filesystem {human_bytes(used)} used, above high "
+                    f"{human_bytes(high)}; down to low {human_bytes(low)}")
+    return Need(detail=f"filesystem {human_bytes(used)} used, under high {human_bytes(high)}")
+
+
+def _inode_watermark(rules: ImagePolicy, space: Space) -> Need | None:
+    fs = space.filesystem
+    if rules.high_inodes is None or rules.low_inodes is None:
+        return None
+    if fs is None:
+        return Need(warning="inode-watermark: the engine's filesystem is not known here (a "
+                            "remote engine?); the inode watermarks are not applied")
+    if fs.total_inodes <= 0:
+        return Need(warning="inode-watermark: the engine's filesystem reports no inode counts "
+                            "(e.g. btrfs); the inode watermarks are not applied")
+    high = rules.high_inodes.resolve(fs.total_inodes)
+    low = rules.low_inodes.resolve(fs.total_inodes)
+    used = fs.used_inodes - space.freed_inodes
+    if used > high:
+        return Need(inodes=used - low, detail=f"filesystem {used:,} inodes used, above "
+                    f"high_inodes {high:,}; down to low_inodes {low:,}")
+    return Need(detail=f"filesystem {used:,} inodes used, under high_inodes {high:,}")
+
+
+def _not_needed(rules: ImagePolicy, facts: ImageFacts, target: SpaceTarget
+                ) -> ImageTest | None:
+    if not target.configured:
+        return None
+    detail = f"{target.detail}; met without it" if target.evicts else target.detail
+
+    def test(image: Image) -> str:
+        return detail
+    return test
+
+
+def _no_rule(rules: ImagePolicy, facts: ImageFacts, target: SpaceTarget) -> ImageTest:
+    max_age, ages, bases = rules.max_age, facts.ages, facts.bases
+    if max_age is None:
+        def nothing_set(image: Image) -> str:
+            return "no max_age, quota or watermark is set"
+        return nothing_set
+    limit = ago(max_age)
+
+    def within(image: Image) -> str:
+        return (f"{bases[image.id].source} {ago(ages[image.id])} ago, within max_age {limit}; "
+                "no quota or watermark is set")
+    return within
+
+
+ImageRule: TypeAlias = ClassifyRule | SpaceRule | FallbackRule
+
+IMAGE_TABLE: tuple[ImageRule, ...] = (
+    ClassifyRule("in-use", "keep", "a container of any state uses it", _in_use),
+    ClassifyRule("keep-pattern", "keep", "a tag or id matches images.keep", _keep_pattern),
+    ClassifyRule("keep-label", "keep", "a label matches images.keep_labels", _keep_label),
+    ClassifyRule("keep-latest", "keep", "among its repository's N most recently used tags",
+                 _keep_latest),
+    ClassifyRule("min-age", "keep", "used (or arrived) more recently than images.min_age",
+                 _min_age),
+    ClassifyRule("max-age", "delete", "unused longer than images.max_age", _max_age),
+    ClassifyRule("dangling", "delete",
+                 "untagged and older than min_age (images.dangling = after-min-age)", _dangling),
+    SpaceRule("quota", "delete",
+              "least recently used first, until the store fits images.quota", _quota),
+    SpaceRule("watermark", "delete",
+              "least recently used first, from above images.high down to low", _watermark),
+    SpaceRule("inode-watermark", "delete",
+              "least recently used first, from above high_inodes down to low_inodes",
+              _inode_watermark),
+    FallbackRule("not-needed", "keep", "eligible, but no quota or watermark asked for more",
+                 _not_needed),
+    FallbackRule("no-rule", "keep", "no max_age, quota or watermark is set", _no_rule),
+)
+
+
+def check_table(table: Sequence[ImageRule]) -> None:
+    """The table's shape, which the planner's phases rest on: names are unique; the
+    classifying rows come first, then the space rows, then the fallback rows (the phases run
+    in that order, so precedence and position agree); a space row deletes, a fallback row
+    keeps, and the last row is a fallback."""
+    names = [r.name for r in table]
+    if len(set(names)) != len(names):
+        raise ValueError(f"image rules: a name appears twice in {names}")
+    phases = [_PHASES.index(type(r)) for r in table]
+    if phases != sorted(phases):
+        raise ValueError("image rules: classifying rows, then space rows, then fallback rows")
+    for r in table:
+        if (isinstance(r, SpaceRule) and r.verdict != "delete") or (
+                isinstance(r, FallbackRule) and r.verdict != "keep"):
+            raise ValueError(f"image rules: {r.name} cannot {r.verdict}")
+    if not table or not isinstance(table[-1], FallbackRule):
+        raise ValueError("image rules: the last row is a fallback, which decides what is left")
+
+
+_PHASES: tuple[type, ...] = (ClassifyRule, SpaceRule, FallbackRule)
+check_table(IMAGE_TABLE)
+
+# The image rules in order of precedence; the first that applies decides.
+IMAGE_RULES: tuple[str, ...] = tuple(r.name for r in IMAGE_TABLE)
+CLASSIFY_RULES: tuple[ClassifyRule, ...] = tuple(
+    r for r in IMAGE_TABLE if isinstance(r, ClassifyRule))
+SPACE_RULES: tuple[SpaceRule, ...] = tuple(r for r in IMAGE_TABLE if isinstance(r, SpaceRule))
+FALLBACK_RULES: tuple[FallbackRule, ...] = tuple(
+    r for r in IMAGE_TABLE if isinstance(r, FallbackRule))
