@@ -41,6 +41,7 @@ from reclaim.policy.rules import (
     Space,
     SpaceTarget,
     check_table,
+    latest_tags,
 )
 from reclaim.runtimes.fake import FakeRuntime
 from reclaim.units import Size
@@ -222,6 +223,23 @@ def test_classify_follows_the_clock() -> None:
 def no_containers(fake: FakeRuntime, rules: ImagePolicy) -> ImagePolicy:
     fake.containers.clear()
     return rules
+
+
+def test_keep_latest_groups_tags_by_repository_registry_ports_included() -> None:
+    fake = FakeRuntime()
+    usage: dict[str, Usage] = {}
+    tags = {1: ["reg:5000/app:1"], 2: ["reg:5000/app:2"], 3: ["reg:5000/app"],
+            4: ["app:1", "other/app:9"], 5: ["app:2"]}
+    for n, image_tags in tags.items():
+        fake.add_image(iid(n), tags=image_tags, layers=[BASE])
+        usage[iid(n)] = Usage(iid(n), NOW - timedelta(days=90),
+                              LastUse(NOW - timedelta(days=10 * n), "event", ""))
+    facts = detect_images(fake.inventory(), usage, {}, NOW)
+    # Most recent per repository: reg:5000/app (1, over 2 and over 3, whose tag has no
+    # version after the registry's port), app (4 over 5) and other/app (4).
+    assert latest_tags(facts.images, facts.bases, 1) == {iid(1), iid(4)}
+    assert latest_tags(facts.images, facts.bases, 2) == {iid(1), iid(2), iid(4), iid(5)}
+    assert latest_tags(facts.images, facts.bases, 0) == set()
 
 
 # How to switch each classifying row off, for the precedence test below.

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import cached_property
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 from reclaim.errors import PolicyError, UsageError
@@ -425,6 +426,7 @@ class FallbackRule:
 
 
 def ago(seconds: float) -> str:
+    """A duration as the reasons say it: 40s, 12.0m, 3.5h, 14.0d."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
@@ -470,12 +472,19 @@ def latest_tags(images: Iterable[Image], bases: Mapping[str, LastUse], n: int) -
         return set()
     by_repo: dict[str, list[tuple[datetime, str, str]]] = {}
     for image in images:
+        if not image.tags:
+            continue
+        when = bases[image.id].when
         for tag in image.tags:
-            repo = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
-            by_repo.setdefault(repo, []).append((bases[image.id].when, tag, image.id))
+            # The repository is the tag up to its last colon, unless that colon is a
+            # registry's port (`host:5000/app`): then the tag names no version.
+            colon = tag.rfind(":")
+            repo = tag[:colon] if colon > tag.rfind("/") else tag
+            by_repo.setdefault(repo, []).append((when, tag, image.id))
     keep: set[str] = set()
+    most_recent = itemgetter(0, 1)
     for entries in by_repo.values():
-        entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
+        entries.sort(key=most_recent, reverse=True)
         keep.update(image_id for _, _, image_id in entries[:n])
     return keep
 
