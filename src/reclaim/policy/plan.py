@@ -10,13 +10,13 @@ prediction exactly; shared layers are counted once.
 from __future__ import annotations
 
 import functools
-import gc
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import attrgetter
 from typing import NamedTuple
 
+from reclaim import collector
 from reclaim.accounting import Accounting, FreeingSet
 from reclaim.lastuse import LastUse, Usage
 from reclaim.model import Container, ContainerState, EngineInfo, Image, Inventory, Volume
@@ -111,15 +111,10 @@ def plan(
     # collector on, those allocations set off full collections that walk the whole inventory
     # again and again. It is switched off for the plan and put back as it was, whatever the
     # plan does.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector.paused():
         return _plan(inventory, usage, policy, now, filesystem=filesystem,
                      volume_since=volume_since, layer_inodes=layer_inodes,
                      accounting=accounting)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _plan(
