@@ -41,7 +41,7 @@ from typing import Any
 import docker
 
 from apiproxy import CountingProxy
-from reclaim.runtimes.dockerdisk import Overlay2Metadata, chain_ids
+from reclaim.runtimes.docker.disk import Overlay2Metadata, chain_ids
 from reclaim.sandbox import engines
 from reclaim.sandbox.content import FixtureSpec, build_fixture
 from reclaim.sandbox.seed import SeededTruth, seed

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from reclaim.runtimes import dockerdisk
-from reclaim.runtimes.docker import _volume_bytes
-from reclaim.runtimes.dockerdisk import container_disk_bytes, container_storage
+from reclaim.runtimes.docker import disk as dockerdisk
+from reclaim.runtimes.docker.disk import container_disk_bytes, container_storage
+from reclaim.runtimes.docker.volumes import _volume_bytes
 
 CID = "c" * 64
 MOUNT = "a" * 64

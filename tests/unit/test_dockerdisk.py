@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from reclaim.model import ContainerState, Mount
-from reclaim.runtimes.dockerdisk import containers_on_disk
-from reclaim.runtimes.recordcache import RecordCache
+from reclaim.runtimes.docker.disk import containers_on_disk
+from reclaim.runtimes.docker.recordcache import RecordCache
 
 ZERO = "0001-01-01T00:00:00Z"
 
@@ -94,7 +94,7 @@ def test_no_containers_directory_means_ask_the_engine(tmp_path: Path) -> None:
 
 
 def test_containerd_names_as_the_engine_shows_them() -> None:
-    from reclaim.runtimes.containerddisk import _familiar
+    from reclaim.runtimes.docker.containerd_store import _familiar
 
     assert _familiar("docker.io/library/busybox:1") == "busybox:1"
     assert _familiar("docker.io/fx/api:1.0") == "fx/api:1.0"
@@ -106,7 +106,7 @@ def test_go_binary_times() -> None:
     import struct
     from datetime import UTC, datetime
 
-    from reclaim.runtimes.containerddisk import _go_time
+    from reclaim.runtimes.docker.containerd_store import _go_time
 
     # 2026-01-02T03:04:05.678901234Z: seconds since year 1, nanoseconds, zone -1 (UTC).
     seconds = int((datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -29,7 +29,7 @@ from typing import Any
 from reclaim.fsck import bbolt
 from reclaim.fsck.errors import FsckRefused, Unreadable, UnsafeName
 from reclaim.fsck.mounts import Mount
-from reclaim.runtimes.dockerdisk import chain_ids, digest_hex
+from reclaim.runtimes.docker.disk import chain_ids, digest_hex
 
 DRIVER = "overlay2"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")

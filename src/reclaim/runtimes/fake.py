@@ -24,7 +24,7 @@ from reclaim.model import (
     Volume,
 )
 from reclaim.runtimes.base import Progress, no_progress
-from reclaim.runtimes.dockerdisk import chain_ids
+from reclaim.runtimes.docker.disk import chain_ids
 
 FAKE_ENGINE = EngineInfo(
     runtime="docker",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from reclaim.model import Container, ContainerState, Layer, Mount
-from reclaim.runtimes.recordcache import RecordCache
+from reclaim.runtimes.docker.recordcache import RecordCache
 from reclaim.timeutil import parse_time
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -45,7 +44,7 @@ from reclaim.model import (
     Volume,
 )
 from reclaim.runtimes.base import Progress, no_progress
-from reclaim.runtimes.dockerdisk import (
+from reclaim.runtimes.docker.disk import (
     TIMED_STATES,
     ContentStore,
     MetadataUnreadable,
@@ -54,7 +53,14 @@ from reclaim.runtimes.dockerdisk import (
     containers_on_disk,
     read_container_state,
 )
-from reclaim.runtimes.recordcache import RecordCache
+from reclaim.runtimes.docker.events import (
+    UseWatch,
+    _event_from_message,
+    _event_time_param,
+    _json_messages,
+)
+from reclaim.runtimes.docker.recordcache import RecordCache
+from reclaim.runtimes.docker.volumes import _volume_bytes
 from reclaim.runtimes.unixhttp import (
     HTTPStatusError,
     NotJSONError,
@@ -153,6 +159,9 @@ class LayerInfo(NamedTuple):
 
 
 class DockerRuntime:
+    # The API version every request names (BASE_API).
+    api_version = BASE_API
+
     def __init__(
         self,
         endpoint: str | None = None,
@@ -718,10 +727,10 @@ class DockerRuntime:
 
     def container_bytes(self, container_ids: Collection[str]) -> dict[str, int]:
         """What removing each container frees on disk, read from the storage driver's own
-        directories under the data root (dockerdisk.py), without the engine's slow sized
+        directories under the data root (disk.py), without the engine's slow sized
         listing; containers it cannot read (a remote engine, another driver) are left out:
         unknown."""
-        from reclaim.runtimes.dockerdisk import container_disk_bytes
+        from reclaim.runtimes.docker.disk import container_disk_bytes
 
         info = self.info()
         if not (self.read_disk and info.data_root and container_ids):
@@ -732,7 +741,10 @@ class DockerRuntime:
         """Inodes each layer holds, from the engine's own records on disk (layerinodes.py);
         a remote engine, an unreadable data root or another store: unknown (empty)."""
         # Imported here: only the planner under an inode watermark needs it, not df's start-up.
-        from reclaim.runtimes.layerinodes import containerd_layer_inodes, overlay2_layer_inodes
+        from reclaim.runtimes.docker.layerinodes import (
+            containerd_layer_inodes,
+            overlay2_layer_inodes,
+        )
 
         info = self.info()
         if not (self.read_disk and info.data_root):
@@ -775,13 +787,13 @@ class DockerRuntime:
         self, info: EngineInfo
     ) -> tuple[list[dict[str, Any]], dict[str, LayerInfo]] | None:
         """The image listing and every image's layers on the containerd image store, from
-        containerd's own records on disk (containerddisk.py), where the engine needs a slow
+        containerd's own records on disk (containerd_store.py), where the engine needs a slow
         listing and two calls per image. None (ask the engine) unless the engine counts as
         many image records as were read."""
         if not (self.listings_from_disk and self.read_disk and info.data_root
                 and info.image_store == "containerd"):
             return None
-        from reclaim.runtimes.containerddisk import read_store
+        from reclaim.runtimes.docker.containerd_store import read_store
 
         store = read_store(info.data_root)
         if store is None or store.records != self._image_count:
@@ -969,24 +981,6 @@ class DockerRuntime:
         return None
 
 
-def _json_messages(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
-    """The JSON objects of an event stream as they arrive. The engine writes one object per
-    line, but nothing promises that a read ends on an object's boundary: what is whole is
-    decoded, the rest kept for the next read. Transport errors are the caller's."""
-    decoder = json.JSONDecoder()
-    buffer = ""
-    while chunk := response.read1(65536):
-        buffer += chunk.decode(errors="replace")
-        while buffer := buffer.lstrip():
-            try:
-                message, end = decoder.raw_decode(buffer)
-            except ValueError:
-                break
-            buffer = buffer[end:]
-            if isinstance(message, dict):
-                yield message
-
-
 class _Background(Generic[T]):
     """One call, run on a thread of its own (or at once with `here`); `result()` waits for it
     and raises what it raised. What `concurrent.futures` would do for the inventory's few side
@@ -1021,40 +1015,6 @@ class _Background(Generic[T]):
         return self._value  # type: ignore[return-value]  # set when no error was raised
 
 
-def _event_time_param(when: datetime) -> str:
-    # Seconds with a fraction: the engine reads the digits after the point as a fraction of a
-    # second, so a replay starts at the checkpoint itself, not at its whole second.
-    return f"{when.timestamp():.6f}"
-
-
-def _event_from_message(message: dict[str, Any]) -> Event | None:
-    kind = message.get("Type")
-    action = message.get("Action")
-    actor = message.get("Actor") or {}
-    actor_id = actor.get("ID") or message.get("id")
-    if kind not in ("container", "image") or not action or not actor_id:
-        return None
-    attributes = actor.get("Attributes") or {}
-    nanos = message.get("timeNano")
-    if isinstance(nanos, int):
-        seconds, rest = divmod(nanos, 1_000_000_000)
-        when = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
-    elif isinstance(message.get("time"), int):
-        when = datetime.fromtimestamp(message["time"], UTC)
-    else:
-        return None
-    image = attributes.get("image")
-    name = attributes.get("name")
-    return Event(
-        time=when,
-        type=str(kind),
-        action=str(action),
-        id=str(actor_id),
-        image=str(image) if image and kind == "container" else None,
-        name=str(name) if name else None,
-    )
-
-
 def _build_cache(system_df: dict[str, Any] | None) -> BuildCache:
     if system_df is None or system_df.get("BuildCache") is None:
         return BuildCache(None, None, None)
@@ -1086,68 +1046,6 @@ def _layer_sizes_from_history(history: list[dict[str, Any]], n_layers: int) -> l
         entries = [e for i, e in enumerate(entries) if i not in drop]
     sizes = [int(e.get("Size") or 0) for e in entries[:n_layers]]
     return sizes + [0] * (n_layers - len(sizes))
-
-
-def _volume_bytes(mountpoint: str) -> tuple[int | None, int | None]:
-    """The bytes of the files in a local volume (what the engine's own figure counts), and
-    what removing it frees as `du -sbx` counts it: those, every directory under `_data` and
-    `_data` itself, and the volume's own directory (`volumes/<name>/`) with what else it
-    holds (`opts.json`). One walk; None where the volume cannot be read."""
-    walked = _tree_bytes(mountpoint)
-    if walked is None:
-        return None, None
-    files, directories = walked
-    head, tail = os.path.split(mountpoint.rstrip("/"))
-    if tail != "_data":
-        return files, files + directories
-    try:
-        own = os.lstat(head).st_size
-        with os.scandir(head) as entries:
-            for entry in entries:
-                if entry.name != "_data" and not entry.is_dir(follow_symlinks=False):
-                    own += entry.stat(follow_symlinks=False).st_size
-    except OSError:
-        return files, None
-    return files, files + directories + own
-
-
-def _tree_bytes(path: str) -> tuple[int, int] | None:
-    """Apparent bytes under `path`: of its files (and symlinks), each inode once, and of its
-    directories, `path` itself included; never following symlinks or crossing into another
-    filesystem (a volume's `_data` can hold an NFS mount)."""
-    if not path:
-        return None
-    try:
-        top = os.lstat(path)
-    except OSError:
-        return None
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    directories = top.st_size
-    stack = [path]
-    while stack:
-        current = stack.pop()
-        try:
-            entries = list(os.scandir(current))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if st.st_dev != top.st_dev:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                directories += st.st_size
-                stack.append(entry.path)
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            total += st.st_size
-    return total, directories
 
 
 def _api_at_least(version: str, minimum: str) -> bool:
@@ -1256,134 +1154,3 @@ class _UnixSender:
         if response.status < 400 and not body.strip():
             return None
         return decode_answer(response.status, {}, body)
-
-
-# Events that can make an image's tags unsafe to remove: a container created (from any
-# image: which one is looked up), and a name given to an image.
-_USE_EVENTS = ("create", "tag", "pull", "load", "import")
-
-
-class UseWatch:
-    """What `DockerRuntime.watch_uses` returns: one thread reading the engine's events.
-
-    `why_not(image_id, refs)` is asked before each tag apply removes. It first waits for every
-    container creation seen so far to be looked up (one inspect each; creations during an
-    apply are rare), then says why the tags must stay, or None. `live` turns False for good
-    when the stream could not be opened or ended; apply then goes back to asking the engine
-    for the image's containers before every tag.
-    """
-
-    # How long `why_not` waits for creations to be looked up before it gives up on the image.
-    RESOLVE_WAIT = 30.0
-
-    def __init__(self, runtime: DockerRuntime, socket_path: str, since: datetime) -> None:
-        self._runtime = runtime
-        self._cond = threading.Condition()
-        self._used: dict[str, str] = {}  # image id -> the container created from it
-        self._named: dict[str, str] = {}  # image id -> a name it was given
-        self._refs: dict[str, str] = {}  # a name given to some image -> by what event
-        self._pending = 0
-        self._lost: str | None = None
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-        import http.client
-
-        # The connect and the answer's headers have the call deadline; the stream, none.
-        self._conn = unix_connection(socket_path, runtime.timeout)
-        params = {
-            "since": _event_time_param(since),
-            "filters": json.dumps({"type": ["container", "image"], "event": list(_USE_EVENTS)}),
-        }
-        self._sock: socket.socket | None = None
-        try:
-            self._conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
-            # Kept for close(): http.client lets go of it if the answer says it will close.
-            self._sock = self._conn.sock
-            response = self._conn.getresponse()
-            if response.status >= 400:
-                decode_answer(response.status, {}, response.read())  # raises
-            if self._sock is not None:
-                self._sock.settimeout(None)
-        except (OSError, http.client.HTTPException, HTTPStatusError) as exc:
-            self._lost = f"the engine's event stream could not be opened ({exc})"
-            self._conn.close()
-            return
-        with runtime._count_lock:
-            runtime.api_calls += 1
-        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True,
-                                        name="reclaim-use-watch")
-        self._thread.start()
-
-    @property
-    def live(self) -> bool:
-        with self._cond:
-            return self._lost is None
-
-    def why_not(self, image_id: str, refs: tuple[str, ...]) -> str | None:
-        with self._cond:
-            settled = self._cond.wait_for(lambda: self._pending == 0, self.RESOLVE_WAIT)
-            if not settled:
-                return "a container created just now could not be looked up in time"
-            if image_id in self._used:
-                return f"container {self._used[image_id]} was created from it"
-            if image_id in self._named:
-                return f"it was tagged {self._named[image_id]} meanwhile"
-            for ref in refs:
-                if ref in self._refs:
-                    return f"{ref} was just given to an image ({self._refs[ref]})"
-        return None
-
-    def close(self) -> None:
-        with self._cond:
-            self._stopped = True
-        if self._sock is not None:
-            with suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(5)
-        self._conn.close()
-
-    def _read(self, response: http.client.HTTPResponse) -> None:
-        import http.client
-
-        why = "the engine's event stream ended"
-        try:
-            for message in _json_messages(response):
-                self._take(message)
-        except (OSError, http.client.HTTPException, ReclaimError) as exc:
-            why = f"the engine's event stream broke ({exc})"
-        finally:
-            with self._cond:
-                if not self._stopped:
-                    self._lost = why
-                self._cond.notify_all()
-
-    def _take(self, message: dict[str, Any]) -> None:
-        kind, action = message.get("Type"), message.get("Action")
-        actor = message.get("Actor") or {}
-        actor_id = str(actor.get("ID") or message.get("id") or "")
-        name = str((actor.get("Attributes") or {}).get("name") or "")
-        if kind == "container" and action == "create" and actor_id:
-            with self._cond:
-                self._pending += 1
-            try:
-                try:
-                    raw = self._runtime._get_json(f"/containers/{actor_id}/json",
-                                                  f"inspect container {actor_id[:12]}")
-                except NotFound:
-                    return  # removed again already: it uses nothing now
-                with self._cond:
-                    self._used.setdefault(str(raw.get("Image") or ""),
-                                          name or actor_id[:12])
-            finally:
-                with self._cond:
-                    self._pending -= 1
-                    self._cond.notify_all()
-        elif kind == "image" and action in _USE_EVENTS:
-            with self._cond:
-                for ref in (actor_id, name):
-                    if ref and not _HEX64.match(ref.removeprefix("sha256:")):
-                        self._refs.setdefault(ref, str(action))
-                if actor_id.startswith("sha256:") and name:
-                    self._named.setdefault(actor_id, name)
-                self._cond.notify_all()

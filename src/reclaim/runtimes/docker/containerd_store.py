@@ -27,7 +27,7 @@ from typing import Any
 
 from reclaim.fsck import bbolt
 from reclaim.runtimes import snapshotter
-from reclaim.runtimes.dockerdisk import ContentStore, MetadataUnreadable, chain_ids
+from reclaim.runtimes.docker.disk import ContentStore, MetadataUnreadable, chain_ids
 
 _DAEMON = ("containerd", "daemon")
 _METADATA = (*_DAEMON, "io.containerd.metadata.v1.bolt", "meta.db")
