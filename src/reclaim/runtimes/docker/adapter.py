@@ -12,24 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from typing import Any, Generic, NamedTuple, TypeVar
+from urllib.parse import quote
 
-from reclaim.errors import (
-    EngineError,
-    EngineUnreachable,
-    EngineUnsupported,
-    InUse,
-    NotFound,
-    ReclaimError,
-    UsageError,
-)
+from reclaim.errors import NotFound, UsageError
 from reclaim.model import (
     Blob,
     BuildCache,
@@ -57,24 +47,12 @@ from reclaim.runtimes.docker.events import (
     UseWatch,
     _event_from_message,
     _event_time_param,
-    _json_messages,
+    json_messages,
 )
 from reclaim.runtimes.docker.recordcache import RecordCache
 from reclaim.runtimes.docker.volumes import _volume_bytes
-from reclaim.runtimes.unixhttp import (
-    HTTPStatusError,
-    NotJSONError,
-    ProtocolError,
-    UnixJSONClient,
-    decode_answer,
-    unix_connection,
-)
 from reclaim.timeutil import parse_time
-
-if TYPE_CHECKING:
-    import http.client
-
-    import docker
+from reclaim.transport import FORMS, EngineClient, not_docker, problem
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 # How long one call waits for the engine, by kind of call. /info comes first on every run and
@@ -98,10 +76,6 @@ _EMPTY_LAYER_HINT = (
 T = TypeVar("T")
 
 
-_ENDPOINT_FORMS = "unix:///PATH, tcp://HOST:PORT, https://HOST:PORT or ssh://[USER@]HOST"
-_NOT_DOCKER_HINT = "point reclaim at a Docker engine's API with --engine URL or DOCKER_HOST"
-
-
 def resolve_endpoint(engine: str | None) -> str:
     """The engine's URL: `engine` (the --engine flag), else DOCKER_HOST, else the default
     socket. `UsageError`, naming where the URL came from, when it is not one reclaim can use."""
@@ -111,40 +85,10 @@ def resolve_endpoint(engine: str | None) -> str:
         source, url = "DOCKER_HOST", os.environ["DOCKER_HOST"]
     else:
         return DEFAULT_ENDPOINT
-    problem = _endpoint_problem(url)
-    if problem is not None:
-        raise UsageError(f"{source} {url!r}: not an engine URL ({problem}); "
-                         f"give {_ENDPOINT_FORMS}")
+    wrong = problem(url)
+    if wrong is not None:
+        raise UsageError(f"{source} {url!r}: not an engine URL ({wrong}); give {FORMS}")
     return url
-
-
-def _endpoint_problem(url: str) -> str | None:
-    """What makes `url` no engine endpoint, or None. A bare HOST:PORT is TCP, as docker reads
-    it."""
-    if not url:
-        return "empty"
-    if any(c.isspace() or not c.isprintable() for c in url):
-        return "it holds spaces or control characters"
-    try:
-        parts = urlsplit(url if "://" in url else f"tcp://{url}")
-    except ValueError:
-        return "a bad IPv6 address"
-    scheme = parts.scheme
-    if scheme not in ("unix", "http+unix", "tcp", "http", "https", "ssh"):
-        return f"unknown scheme {scheme or url.partition('://')[0]!r}"
-    if parts.query or parts.fragment or parts.password:
-        return "a query, fragment or password has no place in it"
-    if scheme in ("unix", "http+unix"):
-        return None if parts.netloc or parts.path else "no socket path"
-    try:
-        port = parts.port
-    except ValueError:
-        return "the port is not a number from 1 to 65535"
-    if not parts.hostname:
-        return "no host"
-    if scheme == "ssh":
-        return "no path may follow the host" if parts.path.strip("/") else None
-    return None if port else "no port"
 
 
 class LayerInfo(NamedTuple):
@@ -188,97 +132,16 @@ class DockerRuntime:
         self.timeout = CALL_TIMEOUT if timeout is None else timeout
         self.prune_timeout = PRUNE_TIMEOUT if timeout is None else timeout
         self.probe_timeout = min(PROBE_TIMEOUT, self.timeout)
-        # Counts engine API calls, for the benchmark's "how many calls" column.
-        self.api_calls = 0
-        self._count_lock = threading.Lock()
-        self._unix: UnixJSONClient | None = None
-        if self.endpoint.startswith("unix://"):
-            self._unix = UnixJSONClient(
-                self.endpoint.removeprefix("unix://"), BASE_API, self.timeout
-            )
-        self._client: docker.APIClient | None = None
+        self._engine = EngineClient(self.endpoint, BASE_API, self.timeout)
         self._info: EngineInfo | None = None
         self._container_count: int | None = None
         self._image_count: int | None = None
         self._server_api = BASE_API
 
     @property
-    def client(self) -> docker.APIClient:
-        """docker-py's low-level client, made on first use: removals go through it, and
-        every read on endpoints that are not a local unix socket (TCP, TLS, SSH)."""
-        if self._client is None:
-            import docker
-
-            with self._translate("connect", "connect", self.timeout):
-                self._client = docker.APIClient(
-                    base_url=self.endpoint, version=BASE_API, timeout=self.timeout
-                )
-        return self._client
-
-    # -- error translation ---------------------------------------------------------------
-
-    @contextmanager
-    def _translate(self, what: str, call: str, deadline: float, *,
-                   probe: bool = False) -> Iterator[None]:
-        """Maps what a call to the engine raises to reclaim's errors. `call` names it (its
-        method and path) and `deadline` is how long it may wait; `probe`: the answer says
-        whether this is a Docker engine at all."""
-        try:
-            yield
-        except ReclaimError:
-            raise
-        except Exception as exc:
-            mapped = self._map_error(exc, what, call, deadline, probe)
-            if mapped is None:
-                raise
-            raise mapped from exc
-
-    def _map_error(self, exc: Exception, what: str, call: str, deadline: float,
-                   probe: bool) -> ReclaimError | None:
-        if probe and _not_docker(exc):
-            return EngineUnsupported(f"not a Docker engine at {self.endpoint}",
-                                     hint=_NOT_DOCKER_HINT)
-        if isinstance(exc, HTTPStatusError):
-            return _status_error(exc.status, exc.message, what)
-        if isinstance(exc, NotJSONError):
-            return EngineError(f"{what}: the engine's answer is not JSON")
-        module = type(exc).__module__
-        if module.startswith("docker"):
-            import docker.errors
-
-            if isinstance(exc, docker.errors.APIError):
-                return _status_error(exc.status_code or 0, _explanation(exc), what)
-        if _is_permission_error(exc):
-            return EngineUnreachable(
-                f"permission denied on the engine socket {self.endpoint}",
-                hint="run as root, or as a member of the group that owns the socket (docker)",
-            )
-        # http.client is imported only by the paths that stream or change something; an
-        # exception of its can only come once it is.
-        http_client = sys.modules.get("http.client")
-        if module.startswith(("docker", "requests", "urllib3")) or isinstance(exc, OSError) or (
-            http_client is not None and isinstance(exc, http_client.HTTPException)
-        ):
-            if _is_timeout(exc):
-                return EngineUnreachable(
-                    f"the engine at {self.endpoint} did not answer {call} within "
-                    f"{deadline:g} s",
-                    hint=("is it stopped or overloaded? Point reclaim at another with "
-                          "--engine URL or DOCKER_HOST") if probe else
-                         "a big or busy host may need longer: --timeout SECONDS",
-                )
-            return EngineUnreachable(
-                f"cannot reach the Docker engine at {self.endpoint}",
-                hint="is it running? Point reclaim at another with --engine URL or DOCKER_HOST",
-            )
-        return None
-
-    def _call(self, what: str, fn: Callable[[], T], *, call: str, deadline: float,
-              probe: bool = False) -> T:
-        with self._count_lock:
-            self.api_calls += 1
-        with self._translate(what, call, deadline, probe=probe):
-            return fn()
+    def api_calls(self) -> int:
+        """Engine API calls made, for the benchmark's "how many calls" column."""
+        return self._engine.calls
 
     def _get(
         self, path: str, what: str, params: dict[str, Any] | None = None,
@@ -286,20 +149,8 @@ class DockerRuntime:
     ) -> tuple[Any, dict[str, str]]:
         """One GET: the decoded JSON and the response headers (lower-case names). It waits
         `timeout` seconds at most, by default the call deadline."""
-        deadline = self.timeout if timeout is None else timeout
-
-        def fetch() -> tuple[Any, dict[str, str]]:
-            if self._unix is not None:
-                return self._unix.get(path, params, api_version=api_version, timeout=deadline)
-            response = self.client._get(self._client_url(path, api_version),
-                                        params=params or {}, timeout=deadline)
-            headers = {k.lower(): v for k, v in response.headers.items()}
-            return decode_answer(response.status_code, headers, response.content), headers
-
-        return self._call(what, fetch, call=path, deadline=deadline, probe=probe)
-
-    def _client_url(self, path: str, api_version: str | None = None) -> str:
-        return f"{self.client.base_url}/v{api_version or BASE_API}{path}"
+        return self._engine.get(path, what, params, api_version=api_version, timeout=timeout,
+                                probe=probe)
 
     def _get_json(self, path: str, what: str, **params: Any) -> Any:
         return self._get(path, what, params)[0]
@@ -315,8 +166,7 @@ class DockerRuntime:
             # Every answer names the engine's own API version: no separate probe needed.
             self._server_api = headers.get("api-version") or BASE_API
             if not isinstance(raw, dict) or "ServerVersion" not in raw:
-                raise EngineUnsupported(f"not a Docker engine at {self.endpoint}",
-                                        hint=_NOT_DOCKER_HINT)
+                raise not_docker(self.endpoint)
             self._container_count = raw.get("Containers")
             self._image_count = raw.get("Images")
             driver = str(raw.get("Driver", ""))
@@ -437,20 +287,8 @@ class DockerRuntime:
             params["keep-storage"] = keep_storage
         if older_than is not None:
             params["filters"] = json.dumps({"until": [f"{int(older_than)}s"]})
-        if self._unix is not None:
-            result = self._send("POST", "/build/prune", "prune build cache", params,
-                                timeout=self.prune_timeout)
-        else:
-            def prune() -> Any:
-                response = self.client._post(self._client_url("/build/prune"), params=params,
-                                             timeout=self.prune_timeout)
-                body = response.content
-                if response.status_code < 400 and not body.strip():
-                    return None
-                return decode_answer(response.status_code, {}, body)
-
-            result = self._call("prune build cache", prune, call="POST /build/prune",
-                                deadline=self.prune_timeout)
+        result = self._engine.send("POST", "/build/prune", "prune build cache", params,
+                                   timeout=self.prune_timeout)
         return int((result or {}).get("SpaceReclaimed") or 0)
 
     def remove_image(self, ref: str) -> None:
@@ -460,13 +298,9 @@ class DockerRuntime:
         """Remove one reference (a tag, or the id of an image with no tags left), never
         forced. True when the engine says it deleted the image itself, not only the tag: the
         answer lists `Deleted` records then, so no second look is needed."""
-        what = f"remove image {ref}"
-        if self._unix is not None:
-            records = self._send("DELETE", f"/images/{quote(ref, safe='/:')}", what,
-                                 {"force": "false", "noprune": "false"})
-        else:
-            records = self._call(what, lambda: self.client.remove_image(ref, force=False),
-                                 call=f"DELETE /images/{ref}", deadline=self.timeout)
+        records = self._engine.send("DELETE", f"/images/{quote(ref, safe='/:')}",
+                                    f"remove image {ref}", {"force": "false", "noprune": "false"},
+                                    call=f"/images/{ref}")
         return any(isinstance(r, dict) and r.get("Deleted") for r in records or ())
 
     def tag_image(self, image_id: str, ref: str) -> None:
@@ -475,57 +309,24 @@ class DockerRuntime:
         repo, _, tag = ref.rpartition(":")
         if not repo or "/" in tag:
             repo, tag = ref, "latest"
-        what = f"tag image {image_id[:19]} as {ref}"
-        if self._unix is not None:
-            self._send("POST", f"/images/{image_id}/tag", what, {"repo": repo, "tag": tag})
-        else:
-            self._call(what, lambda: self.client.tag(image_id, repo, tag, force=False),
-                       call=f"POST /images/{image_id}/tag", deadline=self.timeout)
+        self._engine.send("POST", f"/images/{image_id}/tag",
+                          f"tag image {image_id[:19]} as {ref}", {"repo": repo, "tag": tag})
 
     def remove_container(self, container_id: str) -> None:
-        what = f"remove container {container_id[:12]}"
-        if self._unix is not None:
-            self._send("DELETE", f"/containers/{container_id}", what,
-                       {"v": "false", "force": "false"})
-            return
-        self._call(what, lambda: self.client.remove_container(container_id, v=False,
-                                                              force=False),
-                   call=f"DELETE /containers/{container_id}", deadline=self.timeout)
+        self._engine.send("DELETE", f"/containers/{container_id}",
+                          f"remove container {container_id[:12]}", {"v": "false", "force": "false"})
 
     def remove_volume(self, name: str) -> None:
-        what = f"remove volume {name}"
-        if self._unix is not None:
-            self._send("DELETE", f"/volumes/{quote(name, safe='')}", what, {"force": "false"})
-            return
-        self._call(what, lambda: self.client.remove_volume(name, force=False),
-                   call=f"DELETE /volumes/{name}", deadline=self.timeout)
+        self._engine.send("DELETE", f"/volumes/{quote(name, safe='')}", f"remove volume {name}",
+                          {"force": "false"}, call=f"/volumes/{name}")
 
     def watch_uses(self, since: datetime) -> UseWatch | None:
         """A live watch, from the engine's event stream, of what makes an image's tags unsafe
         to remove: a container created from it, a tag added to it or moved onto or off one
         of its names. `since` (before the inventory a plan is checked against) closes the gap
         between that inventory and the stream: the engine subscribes a stream only after it
-        has sent the answer's headers, and replays what it buffered since `since`. None where
-        the endpoint is not a local unix socket; apply then re-checks before every tag."""
-        if self._unix is None:
-            return None
-        return UseWatch(self, self._unix.socket_path, since)
-
-    _sender: _UnixSender | None = None
-
-    def _send(self, method: str, path: str, what: str,
-              params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        """One request that changes something, over the local unix socket with the standard
-        library: an apply then never pays for importing docker-py (0.2-0.3 s a run)."""
-        assert self._unix is not None
-        if self._sender is None:
-            self._sender = _UnixSender(self._unix.socket_path)
-        sender = self._sender
-        deadline = self.timeout if timeout is None else timeout
-        return self._call(
-            what, lambda: sender.request(method, f"/v{BASE_API}{path}", params, deadline),
-            call=f"{method} {path}", deadline=deadline,
-        )
+        has sent the answer's headers, and replays what it buffered since `since`."""
+        return UseWatch(self, since)
 
     def image_id(self, ref: str) -> str:
         """The id of the image a reference (tag, digest or id) names now; `NotFound` if none."""
@@ -537,75 +338,27 @@ class DockerRuntime:
         ~256 events) on, until `until` or for as long as the connection lasts.
 
         The iterator ends, silently, when the engine closes the stream or the connection
-        breaks: docker-py's stream does that and cannot tell the two apart, so neither does
-        this. Failing to connect at all raises `EngineUnreachable` (or another mapped error).
+        breaks; the caller reconnects with `since` and reconciles either way. Failing to
+        connect at all raises `EngineUnreachable` (or another mapped error).
         """
         params: dict[str, str] = {"filters": json.dumps({"type": ["container", "image"]})}
         if since is not None:
             params["since"] = _event_time_param(since)
         if until is not None:
             params["until"] = _event_time_param(until)
-        raw: Iterator[dict[str, Any]]
-        if self._unix is not None:
-            raw = self._unix_event_stream(params)
-        else:
-            raw = self._client_event_stream(params)
-        for message in raw:
-            event = _event_from_message(message)
-            if event is not None:
-                yield event
-
-    def _unix_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        # A connection of its own. The connect and the answer's headers have the call
-        # deadline; the stream then has none: an idle engine sends nothing for hours, and
-        # that is not an error.
-        import http.client
-
-        conn = unix_connection(self.endpoint.removeprefix("unix://"), self.timeout)
+        stream = self._engine.stream("/events", "events", params)
         try:
-            def connect() -> http.client.HTTPResponse:
-                conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
-                # Kept: http.client lets go of it if the answer says it will close.
-                sock = conn.sock
-                response = conn.getresponse()
-                if response.status >= 400:
-                    decode_answer(response.status, {}, response.read())  # raises
-                if sock is not None:
-                    sock.settimeout(None)
-                return response
-
-            response = self._call("events", connect, call="/events", deadline=self.timeout)
-            try:
-                yield from _json_messages(response)
-            except (OSError, http.client.HTTPException):
-                return  # a broken stream ends, as docker-py's does
+            for message in json_messages(stream):
+                event = _event_from_message(message)
+                if event is not None:
+                    yield event
+        except OSError:
+            return  # a broken stream ends, as the engine closing it does
         finally:
-            conn.close()
-
-    def _client_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        def connect() -> Any:
-            response = self.client._get(self._client_url("/events"), params=params,
-                                        stream=True, timeout=self.timeout)
-            # The deadline covers the connect and the answer's headers; the stream itself has
-            # none, as docker-py does for the streams it attaches to.
-            self.client._disable_socket_timeout(self.client._get_raw_response_socket(response))
-            return response
-
-        response = self._call("events", connect, call="/events", deadline=self.timeout)
-        try:
-            for message in self.client._stream_helper(response, decode=True):
-                if isinstance(message, dict):
-                    yield message
-        except Exception:
-            return  # requests/urllib3 raising mid-stream: a broken connection, as above
-        finally:
-            response.close()
+            stream.close()
 
     def close(self) -> None:
-        if self._unix is not None:
-            self._unix.close()
-        if self._client is not None:
-            self._client.close()
+        self._engine.close()
 
     # -- layers --------------------------------------------------------------------------
 
@@ -1053,104 +806,3 @@ def _api_at_least(version: str, minimum: str) -> bool:
         return tuple(int(p) for p in re.findall(r"\d+", v)[:2])
 
     return parts(version) >= parts(minimum)
-
-
-def _status_error(status: int, message: str, what: str) -> ReclaimError:
-    if status == 404:
-        return NotFound(f"{what}: {message}")
-    if status == 409:
-        return InUse(f"{what}: {message}")
-    return EngineError(f"{what}: engine answered {status}: {message}")
-
-
-def _explanation(exc: Exception) -> str:
-    return str(getattr(exc, "explanation", None) or exc)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, what it was raised from or while handling, and the exceptions wrapped
-    in their arguments (requests and urllib3 wrap that way), each once."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack.extend(a for a in current.args if isinstance(a, BaseException))
-        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    requests_errors = sys.modules.get("requests.exceptions")
-    return any(
-        isinstance(e, TimeoutError) or "timed out" in str(e).lower()
-        or (requests_errors is not None and isinstance(e, requests_errors.Timeout))
-        for e in _causes(exc)
-    )
-
-
-def _not_docker(exc: BaseException) -> bool:
-    """Whether the failure of /info shows that what answered is no Docker engine: an answer
-    that is not HTTP, or not JSON, or an error status without the API version an engine names
-    on every answer. (A Docker engine never answers 404 to /info.)"""
-    if isinstance(exc, HTTPStatusError):
-        return exc.status == 404 or "api-version" not in exc.headers
-    if isinstance(exc, (NotJSONError, ProtocolError)):
-        return True
-    http_client = sys.modules.get("http.client")
-    return http_client is not None and any(
-        # A connection closed without a word is not an answer: RemoteDisconnected.
-        isinstance(e, http_client.BadStatusLine) and not isinstance(e, ConnectionError)
-        for e in _causes(exc)
-    )
-
-
-def _is_permission_error(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, PermissionError) or "Permission denied" in str(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-class _UnixSender:
-    """Requests that change something, over a unix socket with the standard library; one
-    kept-alive connection per thread, so removals may run in parallel."""
-
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-        self._local = threading.local()
-
-    def request(self, method: str, url: str, params: dict[str, Any] | None,
-                timeout: float) -> Any:
-        """The decoded JSON answer, None when it is empty. `HTTPStatusError` for an error
-        status; a transport failure (`TimeoutError` when the engine is silent for `timeout`
-        seconds) is raised as it is, never retried: a removal sent twice would come back as
-        'not found' and be reported as someone else's."""
-        import http.client
-
-        if params:
-            url += "?" + urlencode(params)
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = unix_connection(self.socket_path, timeout)
-        elif conn.timeout != timeout:
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
-        try:
-            conn.request(method, url)
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            self._local.conn = None
-            raise
-        if response.status < 400 and not body.strip():
-            return None
-        return decode_answer(response.status, {}, body)

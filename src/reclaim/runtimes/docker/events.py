@@ -5,33 +5,28 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
-from collections.abc import Iterator
-from contextlib import suppress
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from reclaim.errors import NotFound, ReclaimError
 from reclaim.model import Event
-from reclaim.runtimes.unixhttp import HTTPStatusError, decode_answer, unix_connection
 
 if TYPE_CHECKING:
-    import http.client
-
     from reclaim.runtimes.docker.adapter import DockerRuntime
+    from reclaim.transport import Stream
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _json_messages(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+def json_messages(pieces: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     """The JSON objects of an event stream as they arrive. The engine writes one object per
-    line, but nothing promises that a read ends on an object's boundary: what is whole is
-    decoded, the rest kept for the next read. Transport errors are the caller's."""
+    line, but nothing promises that a piece ends on an object's boundary: what is whole is
+    decoded, the rest kept for the next piece. Transport errors are the caller's."""
     decoder = json.JSONDecoder()
     buffer = ""
-    while chunk := response.read1(65536):
+    for chunk in pieces:
         buffer += chunk.decode(errors="replace")
         while buffer := buffer.lstrip():
             try:
@@ -95,7 +90,7 @@ class UseWatch:
     # How long `why_not` waits for creations to be looked up before it gives up on the image.
     RESOLVE_WAIT = 30.0
 
-    def __init__(self, runtime: DockerRuntime, socket_path: str, since: datetime) -> None:
+    def __init__(self, runtime: DockerRuntime, since: datetime) -> None:
         self._runtime = runtime
         self._cond = threading.Condition()
         self._used: dict[str, str] = {}  # image id -> the container created from it
@@ -105,31 +100,18 @@ class UseWatch:
         self._lost: str | None = None
         self._stopped = False
         self._thread: threading.Thread | None = None
-        import http.client
-
-        # The connect and the answer's headers have the call deadline; the stream, none.
-        self._conn = unix_connection(socket_path, runtime.timeout)
+        self._stream: Stream | None = None
         params = {
             "since": _event_time_param(since),
             "filters": json.dumps({"type": ["container", "image"], "event": list(_USE_EVENTS)}),
         }
-        self._sock: socket.socket | None = None
         try:
-            self._conn.request("GET", f"/v{runtime.api_version}/events?{urlencode(params)}")
-            # Kept for close(): http.client lets go of it if the answer says it will close.
-            self._sock = self._conn.sock
-            response = self._conn.getresponse()
-            if response.status >= 400:
-                decode_answer(response.status, {}, response.read())  # raises
-            if self._sock is not None:
-                self._sock.settimeout(None)
-        except (OSError, http.client.HTTPException, HTTPStatusError) as exc:
+            # The connect and the answer's headers have the call deadline; the stream, none.
+            self._stream = runtime._engine.stream("/events", "events", params)
+        except ReclaimError as exc:
             self._lost = f"the engine's event stream could not be opened ({exc})"
-            self._conn.close()
             return
-        with runtime._count_lock:
-            runtime.api_calls += 1
-        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True,
+        self._thread = threading.Thread(target=self._read, args=(self._stream,), daemon=True,
                                         name="reclaim-use-watch")
         self._thread.start()
 
@@ -155,21 +137,19 @@ class UseWatch:
     def close(self) -> None:
         with self._cond:
             self._stopped = True
-        if self._sock is not None:
-            with suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
+        if self._stream is not None:
+            self._stream.shutdown()
         if self._thread is not None:
             self._thread.join(5)
-        self._conn.close()
+        if self._stream is not None:
+            self._stream.close()
 
-    def _read(self, response: http.client.HTTPResponse) -> None:
-        import http.client
-
+    def _read(self, stream: Stream) -> None:
         why = "the engine's event stream ended"
         try:
-            for message in _json_messages(response):
+            for message in json_messages(stream):
                 self._take(message)
-        except (OSError, http.client.HTTPException, ReclaimError) as exc:
+        except (OSError, ReclaimError) as exc:
             why = f"the engine's event stream broke ({exc})"
         finally:
             with self._cond:
