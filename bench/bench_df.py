@@ -41,7 +41,8 @@ from typing import Any
 import docker
 
 from apiproxy import CountingProxy
-from reclaim.runtimes.docker.disk import Overlay2Metadata, chain_ids
+from reclaim.ondisk.digests import chain_ids
+from reclaim.runtimes.docker.disk import Overlay2Metadata
 from reclaim.sandbox import engines
 from reclaim.sandbox.content import FixtureSpec, build_fixture
 from reclaim.sandbox.seed import SeededTruth, seed

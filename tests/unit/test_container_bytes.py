@@ -125,7 +125,7 @@ def test_containerd_store_counts_the_containers_snapshots(
         assert sorted(names) == [CID, CID + "-init"]
         return {CID: str(snapshots / "8"), CID + "-init": str(snapshots / "7")}
 
-    from reclaim.runtimes import snapshotter
+    from reclaim.ondisk import snapshotter
     monkeypatch.setattr(snapshotter, "snapshot_dirs", dirs)
     paths = container_storage(str(root), "containerd", [CID])
     assert paths == {CID: [str(root / "containers" / CID), str(snapshots / "8"),

@@ -33,13 +33,13 @@ from reclaim.model import (
     Mount,
     Volume,
 )
+from reclaim.ondisk.digests import chain_ids, is_hex64
 from reclaim.runtimes.base import Progress, no_progress
 from reclaim.runtimes.docker.disk import (
     TIMED_STATES,
     ContentStore,
     MetadataUnreadable,
     Overlay2Metadata,
-    chain_ids,
     containers_on_disk,
     read_container_state,
 )
@@ -65,7 +65,6 @@ PRUNE_TIMEOUT = 600.0
 # `version="auto"` costs on every run; newer engines serve it unchanged.
 BASE_API = "1.41"
 ANONYMOUS_VOLUME_LABEL = "com.docker.volume.anonymous"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Classic-builder history entries that made no layer. A pattern, not a compiled one: only
 # the API fallback needs it, and `re` compiles it there once (df's start-up need not).
 _EMPTY_LAYER_HINT = (
@@ -685,7 +684,7 @@ class DockerRuntime:
                     name=name,
                     driver=driver,
                     labels=labels,
-                    anonymous=ANONYMOUS_VOLUME_LABEL in labels or bool(_HEX64.match(name)),
+                    anonymous=ANONYMOUS_VOLUME_LABEL in labels or is_hex64(name),
                     mountpoint=mountpoint,
                     bytes=size,
                     used_by=tuple(users.get(name, ())),

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from reclaim.fsck import bbolt
-from reclaim.runtimes import snapshotter
-from reclaim.runtimes.docker.disk import ContentStore, MetadataUnreadable, chain_ids
+from reclaim.ondisk import bbolt, snapshotter
+from reclaim.ondisk.digests import chain_ids
+from reclaim.runtimes.docker.disk import ContentStore, MetadataUnreadable
 
 _DAEMON = ("containerd", "daemon")
 _METADATA = (*_DAEMON, "io.containerd.metadata.v1.bolt", "meta.db")

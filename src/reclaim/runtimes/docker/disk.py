@@ -17,35 +17,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from reclaim.model import Container, ContainerState, Layer, Mount
+from reclaim.ondisk.digests import chain_ids, digest_hex, is_hex64
 from reclaim.runtimes.docker.recordcache import RecordCache
 from reclaim.timeutil import parse_time
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 # The name of an overlay2 layer's short link under `l/`.
 _SHORT_LINK = re.compile(r"[0-9A-Z]{26}")
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
-    import hashlib  # here: df's start-up finds every chain in its record cache
-
-    chain: list[str] = []
-    for diff_id in diff_ids:
-        if not chain:
-            chain.append(diff_id)
-        else:
-            digest = hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest()
-            chain.append("sha256:" + digest)
-    return chain
-
-
-def digest_hex(digest: str) -> str | None:
-    """The hex part of a `sha256:<64 hex>` digest, or None if it is anything else (so that a
-    crafted id can never become a path outside the store)."""
-    algo, _, hexpart = digest.partition(":")
-    if algo != "sha256" or not _HEX64.fullmatch(hexpart):
-        return None
-    return hexpart
 
 
 class MetadataUnreadable(Exception):
@@ -197,7 +174,7 @@ class Overlay2Metadata:
 
 def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] | None:
     """`State` of `containers/<id>/config.v2.json` (StartedAt, FinishedAt, ...), or None."""
-    if not _HEX64.fullmatch(container_id):
+    if not is_hex64(container_id):
         return None
     path = data_root / "containers" / container_id / "config.v2.json"
     try:
@@ -243,7 +220,7 @@ def containers_on_disk(data_root: str, cache: RecordCache | None = None) -> list
         return None
     found: list[tuple[float, str, list[Any]]] = []
     for cid in names:
-        if not _HEX64.fullmatch(cid):
+        if not is_hex64(cid):
             continue
         path = f"{base}/{cid}/config.v2.json"
         try:
@@ -351,7 +328,7 @@ def container_disk_bytes(data_root: str, image_store: str, container_ids: Collec
     the bytes of its files and the bookkeeping estimate is `du -b`'s, a volume's is `du
     -b`'s), so that one plan never sums two units. What the filesystem gains in blocks is
     measured apart (apply's statvfs figure)."""
-    from reclaim.fsck.sizing import size_paths  # here: only plan and apply need it
+    from reclaim.ondisk.sizing import size_paths  # here: only plan and apply need it
 
     paths = container_storage(data_root, image_store, container_ids)
     flat = [(cid, path) for cid, own in paths.items() for path in own]
@@ -369,10 +346,10 @@ def container_storage(data_root: str, image_store: str, container_ids: Collectio
     root = os.fspath(data_root)
     own: dict[str, list[str]] = {}
     for cid in container_ids:
-        if _HEX64.fullmatch(cid) and os.path.isdir(f"{root}/containers/{cid}"):
+        if is_hex64(cid) and os.path.isdir(f"{root}/containers/{cid}"):
             own[cid] = [f"{root}/containers/{cid}"]
     if image_store == "containerd":
-        from reclaim.runtimes import snapshotter
+        from reclaim.ondisk import snapshotter
 
         names = [n for cid in own for n in (cid, cid + "-init")]
         dirs = snapshotter.snapshot_dirs(root, names)
@@ -408,7 +385,7 @@ def _overlay2_layers(root: str, cid: str) -> list[str] | None:
             mount_id = f.read().strip()
     except OSError:
         return None
-    if not _HEX64.fullmatch(mount_id):
+    if not is_hex64(mount_id):
         return None
     try:
         with open(mounts + "/init-id") as f:

@@ -4,7 +4,6 @@ watch apply keeps on what makes an image's tags unsafe to remove."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -12,13 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from reclaim.errors import NotFound, ReclaimError
 from reclaim.model import Event
+from reclaim.ondisk.digests import is_hex64
 
 if TYPE_CHECKING:
     from reclaim.runtimes.docker.adapter import DockerRuntime
     from reclaim.transport import Stream
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
 
 def json_messages(pieces: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     """The JSON objects of an event stream as they arrive. The engine writes one object per
@@ -181,7 +178,7 @@ class UseWatch:
         elif kind == "image" and action in _USE_EVENTS:
             with self._cond:
                 for ref in (actor_id, name):
-                    if ref and not _HEX64.match(ref.removeprefix("sha256:")):
+                    if ref and not is_hex64(ref.removeprefix("sha256:")):
                         self._refs.setdefault(ref, str(action))
                 if actor_id.startswith("sha256:") and name:
                     self._named.setdefault(actor_id, name)

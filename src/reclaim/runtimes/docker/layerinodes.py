@@ -21,8 +21,8 @@ import gzip
 import os
 from collections.abc import Collection
 
-from reclaim.runtimes import snapshotter
-from reclaim.runtimes.docker.disk import digest_hex
+from reclaim.ondisk import snapshotter
+from reclaim.ondisk.digests import digest_hex
 
 # layerdb: the entry directory, cache-id, diff, size, tar-split.json.gz; overlay2: the layer
 # directory, diff/, link; and the l/<short> symlink. Counted on Docker 20.10 and 26.1.
