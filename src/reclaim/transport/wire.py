@@ -2,9 +2,8 @@
 
 What reclaim asks of an engine takes few forms: GETs whose answers are large JSON documents,
 removals and tags without a request body, and the event stream, one answer whose chunks keep
-coming. Those forms are read here, from the socket's buffered reader, without `http.client`:
-importing it (with the email parser it pulls in) would be a tenth of what `reclaim df` spends
-starting up, and reading the answers here is as fast.
+coming. Those forms are read here, from the socket's buffered reader, without `http.client`,
+whose import (with the email parser it pulls in) would weigh on `reclaim df`'s start-up.
 """
 
 from __future__ import annotations

@@ -119,9 +119,9 @@ class DockerRuntime:
         self.api_workers = api_workers
         self.read_disk = read_disk
         # `df` reads the image and container records the engine keeps on disk instead of
-        # waiting for its listings (for 2,000 containers the container listing alone takes a
-        # third to a half of what `docker system df -v` takes). plan and apply keep asking
-        # the engine: what they delete is decided on the engine's own word.
+        # waiting for its listings, which on a big host are most of what `docker system df
+        # -v` waits for. plan and apply keep asking the engine: what they delete is decided
+        # on the engine's own word.
         self.listings_from_disk = listings_from_disk
         # Where those records are kept between runs (recordcache.py); None: read every time.
         self.record_cache_dir = record_cache_dir
@@ -736,8 +736,8 @@ class DockerRuntime:
 class _Background(Generic[T]):
     """One call, run on a thread of its own (or at once with `here`); `result()` waits for it
     and raises what it raised. What `concurrent.futures` would do for the inventory's few side
-    calls, without the ~4 ms of imports (logging, traceback, ...) it adds to `df`'s start-up.
-    The API fallbacks that fan out over many calls still use its thread pool."""
+    calls, without the imports (logging, traceback, ...) it adds to `df`'s start-up. The API
+    fallbacks that fan out over many calls still use its thread pool."""
 
     def __init__(self, fn: Callable[[], T], *, here: bool = False) -> None:
         self._fn = fn

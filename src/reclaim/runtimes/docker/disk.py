@@ -1,7 +1,7 @@
 """Read-only access to the metadata Docker keeps under its data root.
 
 Reading it costs one small file per image and per layer, where the API would need two calls per
-image; a thousand images are read in about a tenth of a second. Nothing here writes, locks or
+image. Nothing here writes, locks or
 follows a symlink out of the data root; whatever cannot be read makes the caller fall back to
 the API, never guess.
 """
@@ -30,12 +30,17 @@ class MetadataUnreadable(Exception):
 
 
 class ImageConfig(NamedTuple):
+    """An image config's facts; the record cache keeps them as a list in this order."""
+
     diff_ids: list[str]
     config_bytes: int
     created: str | None = None
     labels: dict[str, str] | None = None
     # The chain ids of diff_ids (a hash per layer: kept in the record cache with the rest).
     chain: list[str] | None = None
+
+
+_IMAGE_FIELDS = len(ImageConfig._fields)
 
 
 class Overlay2Metadata:
@@ -66,8 +71,8 @@ class Overlay2Metadata:
             raise MetadataUnreadable(f"unexpected image id {image_id!r}")
         if self.cache is not None:
             hit = self.cache.image(hexpart)
-            if isinstance(hit, list) and len(hit) == 5:
-                return ImageConfig(*hit)
+            if isinstance(hit, list) and len(hit) == _IMAGE_FIELDS:
+                return ImageConfig._make(hit)
         path = self._configs + hexpart
         try:
             with open(path, "rb") as f:
@@ -85,8 +90,7 @@ class Overlay2Metadata:
                             labels=labels if isinstance(labels, dict) else None,
                             chain=chain_ids(diff_ids))
         if self.cache is not None:
-            self.cache.put_image(hexpart, [found.diff_ids, found.config_bytes, found.created,
-                                           found.labels, found.chain])
+            self.cache.put_image(hexpart, list(found))
         return found
 
     def references(self) -> dict[str, list[str]]:
@@ -113,8 +117,9 @@ class Overlay2Metadata:
         if self.cache is not None:
             hit = self.cache.layer(hexpart)
             if isinstance(hit, list) and len(hit) == 2:
-                return Layer(chain_id=chain_id, diff_id=diff_id, size=hit[0], parent=parent,
-                             metadata_bytes=hit[1])
+                cached_size, cached_bookkeeping = hit  # as put_layer below keeps them
+                return Layer(chain_id=chain_id, diff_id=diff_id, size=cached_size,
+                             parent=parent, metadata_bytes=cached_bookkeeping)
         entry = self._layerdb + hexpart
         try:
             with open(entry + "/size", "rb") as f:
@@ -236,15 +241,33 @@ def containers_on_disk(data_root: str, cache: RecordCache | None = None) -> list
                 continue
             if cache is not None:
                 cache.put_container(cid, stamp, record)
-        found.append((record[3], cid, record))
+        found.append((record[_CREATED], cid, record))
     found.sort(key=lambda entry: entry[:2], reverse=True)
     return [_container(cid, record) for _, cid, record in found]
 
 
+class ContainerRecord(NamedTuple):
+    """What the inventory needs of a container's `config.v2.json`. The record cache keeps it
+    as a plain list in this order (marshal writes no named tuples), and `df` reads it back by
+    unpacking, which costs nothing per field."""
+
+    name: str
+    image_id: str
+    state: str  # the engine's state word
+    created: float  # seconds, exact; 0.0 when unknown
+    labels: dict[str, str]
+    mounts: list[list[Any]]  # each [type, volume name, source, destination], as Mount
+    started: float | None  # seconds
+    finished: float | None
+
+
+# Where the creation time is in a kept record: the engine lists containers newest first.
+_CREATED = ContainerRecord._fields.index("created")
+
+
 def _container_record(path: str) -> list[Any] | None:
-    """What the inventory needs of a container's record, positionally (as the record cache
-    keeps it): name, image id, state word, creation time (seconds, exact), labels, mounts
-    ([type, volume name, source, destination]), start and finish times (seconds or None)."""
+    """The `ContainerRecord` of a container's `config.v2.json`, as a list; None when it cannot
+    be read."""
     try:
         with open(path, "rb") as f:
             raw = json.loads(f.read())
@@ -258,22 +281,22 @@ def _container_record(path: str) -> list[Any] | None:
     exact = parse_time(created) if isinstance(created, str) else None
     started, finished = parse_time(state.get("StartedAt")), parse_time(state.get("FinishedAt"))
     labels = config.get("Labels")
-    return [
-        str(raw.get("Name") or "").lstrip("/"),
-        str(raw.get("Image") or ""),
-        _state_string(state),
-        exact.timestamp() if exact else 0.0,
-        labels if isinstance(labels, dict) else {},
-        [[str(m.get("Type") or ""), m.get("Name") or None, str(m.get("Source") or ""),
-          str(m.get("Destination") or "")]
-         for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)],
-        started.timestamp() if started else None,
-        finished.timestamp() if finished else None,
-    ]
+    return list(ContainerRecord(
+        name=str(raw.get("Name") or "").lstrip("/"),
+        image_id=str(raw.get("Image") or ""),
+        state=_state_string(state),
+        created=exact.timestamp() if exact else 0.0,
+        labels=labels if isinstance(labels, dict) else {},
+        mounts=[[str(m.get("Type") or ""), m.get("Name") or None, str(m.get("Source") or ""),
+                 str(m.get("Destination") or "")]
+                for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)],
+        started=started.timestamp() if started else None,
+        finished=finished.timestamp() if finished else None,
+    ))
 
 
 def _container(cid: str, record: list[Any]) -> Container:
-    name, image_id, word, created, labels, mounts, started, finished = record
+    name, image_id, word, created, labels, mounts, started, finished = record  # ContainerRecord
     state = ContainerState.parse(word)
     timed = state in TIMED_STATES
     return Container(
@@ -286,7 +309,7 @@ def _container(cid: str, record: list[Any]) -> Container:
         started=datetime.fromtimestamp(started, UTC) if timed and started is not None else None,
         finished=(datetime.fromtimestamp(finished, UTC)
                   if timed and finished is not None else None),
-        mounts=tuple(Mount(*m) for m in mounts),
+        mounts=tuple(Mount._make(m) for m in mounts),
         labels=labels,
     )
 
