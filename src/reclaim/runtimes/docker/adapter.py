@@ -52,7 +52,7 @@ from reclaim.runtimes.docker.events import (
 from reclaim.runtimes.docker.recordcache import RecordCache
 from reclaim.runtimes.docker.volumes import _volume_bytes
 from reclaim.timeutil import parse_time
-from reclaim.transport import FORMS, EngineClient, not_docker, problem
+from reclaim.transport import FORMS, EngineClient, Stream, not_docker, problem
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 # How long one call waits for the engine, by kind of call. /info comes first on every run and
@@ -102,9 +102,6 @@ class LayerInfo(NamedTuple):
 
 
 class DockerRuntime:
-    # The API version every request names (BASE_API).
-    api_version = BASE_API
-
     def __init__(
         self,
         endpoint: str | None = None,
@@ -345,7 +342,7 @@ class DockerRuntime:
             params["since"] = _event_time_param(since)
         if until is not None:
             params["until"] = _event_time_param(until)
-        stream = self._engine.stream("/events", "events", params)
+        stream = self._event_stream(params)
         try:
             for message in json_messages(stream):
                 event = _event_from_message(message)
@@ -355,6 +352,11 @@ class DockerRuntime:
             return  # a broken stream ends, as the engine closing it does
         finally:
             stream.close()
+
+    def _event_stream(self, params: dict[str, str]) -> Stream:
+        """The engine's event stream, on a connection of its own: the connect and the
+        answer's headers have the call deadline, the stream then none."""
+        return self._engine.stream("/events", "events", params)
 
     def close(self) -> None:
         self._engine.close()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from reclaim.runtimes.docker.adapter import DockerRuntime
     from reclaim.transport import Stream
 
+
 def json_messages(pieces: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     """The JSON objects of an event stream as they arrive. The engine writes one object per
     line, but nothing promises that a piece ends on an object's boundary: what is whole is
@@ -104,7 +105,7 @@ class UseWatch:
         }
         try:
             # The connect and the answer's headers have the call deadline; the stream, none.
-            self._stream = runtime._engine.stream("/events", "events", params)
+            self._stream = runtime._event_stream(params)
         except ReclaimError as exc:
             self._lost = f"the engine's event stream could not be opened ({exc})"
             return
