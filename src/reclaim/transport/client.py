@@ -12,6 +12,7 @@ that is not an error). A request is never sent twice: a removal sent again would
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import threading
@@ -27,20 +28,20 @@ from reclaim.transport import errors, wire
 
 if TYPE_CHECKING:
     import ssl
-    import subprocess
 
 T = TypeVar("T")
 
 
 class _Connection:
-    """A connected socket, the buffered reader of its answers, and for ssh the relay process."""
+    """A connected socket, the buffered reader of its answers, and for ssh what ends the
+    relay process."""
 
     def __init__(self, sock: socket.socket, timeout: float | None,
-                 relay: subprocess.Popen[bytes] | None = None) -> None:
+                 end_relay: Callable[[], None] | None = None) -> None:
         self.closed = True  # until it is whole (__del__)
         self.sock = sock
         self.timeout = timeout
-        self.relay = relay
+        self.end_relay = end_relay
         self.reader = sock.makefile("rb")
         self.closed = False
 
@@ -70,10 +71,8 @@ class _Connection:
         with suppress(OSError):
             self.reader.close()
         self.sock.close()
-        if self.relay is not None:
-            from reclaim.transport import ssh
-
-            ssh.stop(self.relay)
+        if self.end_relay is not None:
+            self.end_relay()
 
     def __del__(self) -> None:
         # The connection of a thread that has ended goes with the thread.
@@ -232,7 +231,7 @@ class EngineClient:
         """A new connection; `kept`: one of the kept-alive ones, which `close` closes (a
         stream's is its owner's to close)."""
         ep = self.endpoint
-        relay = None
+        end_relay = None
         if ep.kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
@@ -261,7 +260,8 @@ class EngineClient:
 
             sock, relay = ssh.connect(ep)
             sock.settimeout(timeout)
-        connection = _Connection(sock, timeout, relay)
+            end_relay = functools.partial(ssh.stop, relay)
+        connection = _Connection(sock, timeout, end_relay)
         if kept:
             with self._lock:
                 self._kept.add(connection)

@@ -147,7 +147,7 @@ class UseWatch:
         try:
             for message in json_messages(stream):
                 self._take(message)
-        except (OSError, ReclaimError) as exc:
+        except (OSError, ValueError, ReclaimError) as exc:  # ValueError: closed under it
             why = f"the engine's event stream broke ({exc})"
         finally:
             with self._cond:
