@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
@@ -198,40 +197,6 @@ def test_the_event_stream_outlives_the_call_deadline(engine: SandboxEngine, over
     assert not errors, errors
     assert not reader.is_alive()
     assert any(e.action == "tag" and e.name == tag for e in got), got
-
-
-def test_the_use_watch_over_tcp_sees_a_container_created(engine: SandboxEngine) -> None:
-    """The use watch is the same event stream on every endpoint: over tcp:// too, a container
-    created from an image makes its tags unsafe to remove."""
-    client = docker.APIClient(base_url=engine.url, version="auto", timeout=120)
-    created: dict[str, Any] | None = None
-    try:
-        image_id = str(client.inspect_image("deadline:1")["Id"])
-        with servers.tcp_to_unix(engine.socket) as url:
-            runtime = DockerRuntime(url)
-            watch = runtime.watch_uses(datetime.now(UTC))
-            try:
-                assert watch is not None and watch.live
-                assert watch.why_not(image_id, ("deadline:1",)) is None
-                created = client.create_container(
-                    "deadline:1", command=["true"], network_disabled=True,
-                    host_config=client.create_host_config(network_mode="none"))
-                why = None
-                for _ in range(300):
-                    why = watch.why_not(image_id, ("deadline:1",))
-                    if why is not None:
-                        break
-                    time.sleep(0.1)
-                assert why is not None and "was created from it" in why, why
-                assert watch.live
-            finally:
-                if watch is not None:
-                    watch.close()
-                runtime.close()
-    finally:
-        if created is not None:
-            client.remove_container(created["Id"])
-        client.close()
 
 
 def test_a_docker_engine_over_tcp_is_one(engine: SandboxEngine, tmp_path: Path) -> None:

@@ -321,7 +321,13 @@ class DockerRuntime:
         to remove: a container created from it, a tag added to it or moved onto or off one
         of its names. `since` (before the inventory a plan is checked against) closes the gap
         between that inventory and the stream: the engine subscribes a stream only after it
-        has sent the answer's headers, and replays what it buffered since `since`."""
+        has sent the answer's headers, and replays what it buffered since `since`.
+
+        None unless the engine is on this host (a unix socket): `since` is this host's time,
+        and the replay is exact only on the engine's own clock. apply then re-checks before
+        every tag."""
+        if self._engine.endpoint.kind != "unix":
+            return None
         return UseWatch(self, since)
 
     def image_id(self, ref: str) -> str:
