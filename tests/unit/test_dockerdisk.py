@@ -115,3 +115,24 @@ def test_go_binary_times() -> None:
     assert _go_time(raw) == datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     assert _go_time(b"\x02" + raw[1:]) is None
     assert _go_time(None) is None
+
+
+def test_a_kept_container_record_is_laid_out_as_its_names_say(tmp_path: Path) -> None:
+    """The record cache keeps container records as plain lists: CONTAINER_RECORD names their
+    places, and the record read from disk fills them so."""
+    from reclaim.runtimes.docker.disk import CONTAINER_RECORD, _container_record
+
+    cid = "c" * 64
+    _record(tmp_path, cid, {"StartedAt": "2026-01-01T00:00:00Z",
+                            "FinishedAt": "2026-01-02T00:00:00Z"}, "2025-12-31T00:00:00.5Z")
+    record = _container_record(str(tmp_path / "containers" / cid / "config.v2.json"))
+    assert record is not None
+    fields = dict(zip(CONTAINER_RECORD, record, strict=True))
+    assert fields == {
+        "name": "c-cccc", "image_id": "sha256:" + "a" * 64, "state": "exited",
+        "created": datetime(2025, 12, 31, 0, 0, 0, 500000, UTC).timestamp(),
+        "labels": {"k": "v"},
+        "mounts": [["volume", "vol", "/v/_data", "/data"], ["bind", None, "/etc/x", "/etc/x"]],
+        "started": datetime(2026, 1, 1, tzinfo=UTC).timestamp(),
+        "finished": datetime(2026, 1, 2, tzinfo=UTC).timestamp(),
+    }

@@ -13,30 +13,40 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 FORMS = "unix:///PATH, tcp://HOST:PORT, https://HOST:PORT or ssh://[USER@]HOST"
 
 
-class TLS(NamedTuple):
+# Plain classes, not named tuples: defining those costs start-up time, and these are made once.
+
+
+class TLS:
     """How to speak TLS to an endpoint. `ca`: the file of authorities the engine's certificate
     must chain to (None: the system's); `verify` False: no check at all (`DOCKER_TLS`)."""
 
-    verify: bool
-    ca: str | None
-    cert: str | None
-    key: str | None
+    __slots__ = ("ca", "cert", "key", "verify")
+
+    def __init__(self, verify: bool, ca: str | None, cert: str | None,
+                 key: str | None) -> None:
+        self.verify = verify
+        self.ca = ca
+        self.cert = cert
+        self.key = key
 
 
-class Endpoint(NamedTuple):
-    url: str
-    kind: str  # "unix", "tcp" or "ssh"
-    path: str  # the socket's path (unix)
-    host: str  # tcp, ssh
-    port: int  # tcp; ssh: 0 for ssh's own default
-    user: str | None  # ssh
-    tls: TLS | None
+class Endpoint:
+    __slots__ = ("host", "kind", "path", "port", "tls", "url", "user")
+
+    def __init__(self, url: str, kind: str, path: str, host: str, port: int,
+                 user: str | None, tls: TLS | None) -> None:
+        self.url = url
+        self.kind = kind  # "unix", "tcp" or "ssh"
+        self.path = path  # the socket's path (unix)
+        self.host = host  # tcp, ssh
+        self.port = port  # tcp; ssh: 0 for ssh's own default
+        self.user = user  # ssh
+        self.tls = tls
 
     @property
     def host_header(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 # A header line or chunk-size line longer than this is not an engine's answer.
 _LINE_LIMIT = 65536
@@ -36,13 +36,17 @@ class NotJSONError(ValueError):
     """A successful answer whose body is not JSON: whatever answered is not an engine's API."""
 
 
-class Head(NamedTuple):
+class Head:
     """An answer's status line and headers (names in lower case). `keep_alive`: the
-    connection may carry the next request once the body is read."""
+    connection may carry the next request once the body is read. (A plain class: a named
+    tuple's definition costs start-up time for nothing here.)"""
 
-    status: int
-    headers: dict[str, str]
-    keep_alive: bool
+    __slots__ = ("headers", "keep_alive", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], keep_alive: bool) -> None:
+        self.status = status
+        self.headers = headers
+        self.keep_alive = keep_alive
 
 
 def request(method: str, target: str, host: str) -> bytes:

@@ -246,28 +246,19 @@ def containers_on_disk(data_root: str, cache: RecordCache | None = None) -> list
     return [_container(cid, record) for _, cid, record in found]
 
 
-class ContainerRecord(NamedTuple):
-    """What the inventory needs of a container's `config.v2.json`. The record cache keeps it
-    as a plain list in this order (marshal writes no named tuples), and `df` reads it back by
-    unpacking, which costs nothing per field."""
-
-    name: str
-    image_id: str
-    state: str  # the engine's state word
-    created: float  # seconds, exact; 0.0 when unknown
-    labels: dict[str, str]
-    mounts: list[list[Any]]  # each [type, volume name, source, destination], as Mount
-    started: float | None  # seconds
-    finished: float | None
-
-
-# Where the creation time is in a kept record: the engine lists containers newest first.
-_CREATED = ContainerRecord._fields.index("created")
+# A container's record, as the record cache keeps it: a plain list of these, in this order
+# (marshal writes no named tuples), read back by unpacking in `_container`. The creation time
+# is seconds, exact (0.0 when unknown); start and finish times seconds or None; each mount
+# [type, volume name, source, destination], as `Mount`.
+CONTAINER_RECORD = ("name", "image_id", "state", "created", "labels", "mounts", "started",
+                    "finished")
+# Where the creation time is in it: the engine lists containers newest first.
+_CREATED = CONTAINER_RECORD.index("created")
 
 
 def _container_record(path: str) -> list[Any] | None:
-    """The `ContainerRecord` of a container's `config.v2.json`, as a list; None when it cannot
-    be read."""
+    """The record (CONTAINER_RECORD) of a container's `config.v2.json`; None when it cannot be
+    read."""
     try:
         with open(path, "rb") as f:
             raw = json.loads(f.read())
@@ -281,22 +272,22 @@ def _container_record(path: str) -> list[Any] | None:
     exact = parse_time(created) if isinstance(created, str) else None
     started, finished = parse_time(state.get("StartedAt")), parse_time(state.get("FinishedAt"))
     labels = config.get("Labels")
-    return list(ContainerRecord(
-        name=str(raw.get("Name") or "").lstrip("/"),
-        image_id=str(raw.get("Image") or ""),
-        state=_state_string(state),
-        created=exact.timestamp() if exact else 0.0,
-        labels=labels if isinstance(labels, dict) else {},
-        mounts=[[str(m.get("Type") or ""), m.get("Name") or None, str(m.get("Source") or ""),
-                 str(m.get("Destination") or "")]
-                for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)],
-        started=started.timestamp() if started else None,
-        finished=finished.timestamp() if finished else None,
-    ))
+    return [
+        str(raw.get("Name") or "").lstrip("/"),  # name
+        str(raw.get("Image") or ""),  # image_id
+        _state_string(state),  # state
+        exact.timestamp() if exact else 0.0,  # created
+        labels if isinstance(labels, dict) else {},  # labels
+        [[str(m.get("Type") or ""), m.get("Name") or None, str(m.get("Source") or ""),
+          str(m.get("Destination") or "")]
+         for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)],  # mounts
+        started.timestamp() if started else None,  # started
+        finished.timestamp() if finished else None,  # finished
+    ]
 
 
 def _container(cid: str, record: list[Any]) -> Container:
-    name, image_id, word, created, labels, mounts, started, finished = record  # ContainerRecord
+    name, image_id, word, created, labels, mounts, started, finished = record  # CONTAINER_RECORD
     state = ContainerState.parse(word)
     timed = state in TIMED_STATES
     return Container(

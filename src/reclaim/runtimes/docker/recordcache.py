@@ -30,7 +30,7 @@ import os
 import sys
 from typing import Any
 
-# The layout of the entries (disk.py: ImageConfig, the layer pair, ContainerRecord); a cache of
+# The layout of the entries (disk.py: ImageConfig, the layer pair, CONTAINER_RECORD); a cache of
 # any other version is a miss.
 VERSION = 3
 HEADER = f"reclaim-records {VERSION} {marshal.version} {sys.hexversion:x}\n".encode()
