@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docker
 
 from apiproxy import CountingProxy
-from reclaim.runtimes.dockerdisk import Overlay2Metadata, chain_ids
+from reclaim.ondisk.digests import chain_ids
+from reclaim.runtimes.docker.disk import Overlay2Metadata
 from sandbox import engines
 from sandbox.content import FixtureSpec, build_fixture
 from sandbox.seed import SeededTruth, seed

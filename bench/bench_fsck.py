@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from reclaim.fsck.sizing import DEFAULT_WORKERS, size_paths
+from reclaim.ondisk.sizing import DEFAULT_WORKERS, size_paths
 
 PER_DIR = 1000
 

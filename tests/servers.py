@@ -1,22 +1,29 @@
-"""Real endpoints that are not a working engine, for the transport tests: a web server, a
-socket that accepts and never answers, a server that speaks another protocol, and a TCP
-pass-through to an engine's unix socket (a tcp:// endpoint for a private engine)."""
+"""Real endpoints for the transport tests: a web server, a socket that accepts and never
+answers, a server that speaks another protocol, a TCP pass-through to an engine's unix socket
+(a tcp:// endpoint for a private engine), and a small server that answers a few of the Docker
+API's calls as an engine does, over TLS if asked."""
 
 from __future__ import annotations
 
 import http.server
+import json
+import re
 import socket
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from reclaim.cli import main
+
+if TYPE_CHECKING:
+    import ssl
 
 # (status, content type, body) a handler answers for a request path.
 Answer = Callable[[str], tuple[int, str, bytes]]
@@ -198,6 +205,130 @@ def tcp_to_unix(unix_path: Path) -> Iterator[str]:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+
+
+# /info as a Docker 26.1 engine answers it, trimmed to what reclaim reads. Its data root does
+# not exist here: reclaim then asks the API for everything, as for a remote engine.
+DOCKER_INFO = {"ServerVersion": "26.1.5", "ID": "TLS0:TEST", "Driver": "overlay2",
+               "DriverStatus": [["Backing Filesystem", "extfs"]], "DockerRootDir": "/nonexistent",
+               "Containers": 0, "Images": 0}
+DOCKER_EVENT = {"Type": "image", "Action": "tag", "Actor": {"ID": "sha256:" + "a" * 64,
+                "Attributes": {"name": "fx/web:2"}}, "time": 1700000000,
+                "timeNano": 1700000000000000000}
+
+# An engine with nothing in it (as DOCKER_INFO says).
+_EMPTY_LISTINGS: dict[str, Any] = {"/images/json": [], "/containers/json": [],
+                                   "/volumes": {"Volumes": []},
+                                   "/system/df": {"BuildCache": []}}
+
+
+@dataclass
+class Seen:
+    """What the Docker-like server saw: the connections it accepted, the client certificates'
+    subjects, the requests (method and path) and failed TLS handshakes."""
+
+    connections: int = 0
+    clients: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    handshake_failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _docker_handler(seen: Seen) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            seen.connections += 1
+            handshake = getattr(self.request, "do_handshake", None)
+            if handshake is not None:
+                self.request.settimeout(10)
+                try:
+                    handshake()
+                except OSError as exc:
+                    seen.handshake_failures.append(str(exc))
+                    raise
+                peer = self.request.getpeercert() or {}
+                subject = dict(pair[0] for pair in peer.get("subject", ()))
+                seen.clients.append(str(subject.get("commonName", "")))
+            super().setup()
+
+        def do_GET(self) -> None:
+            seen.requests.append(f"GET {self.path}")
+            path = re.sub(r"^/v[0-9.]+/", "/", self.path.partition("?")[0])
+            if path == "/info":
+                self._json(200, DOCKER_INFO)
+            elif path in _EMPTY_LISTINGS:
+                self._json(200, _EMPTY_LISTINGS[path])
+            elif path == "/events":
+                self.send_response(200)
+                self.send_header("Api-Version", "1.45")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                data = json.dumps(DOCKER_EVENT).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                seen.stop.wait(30)  # an idle engine: nothing more until the end
+                with suppress(OSError):
+                    self.wfile.write(b"0\r\n\r\n")
+            else:
+                self._json(404, {"message": f"page not found: {path}"})
+
+        def do_DELETE(self) -> None:
+            seen.requests.append(f"DELETE {self.path}")
+            # As an engine answers a removal: no body, and no length either.
+            self.send_response(204)
+            self.send_header("Api-Version", "1.45")
+            self.end_headers()
+
+        def _json(self, status: int, value: Any) -> None:
+            body = json.dumps(value).encode()
+            self.send_response(status)
+            self.send_header("Api-Version", "1.45")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+class _DockerLikeServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = self.socket.accept()
+        if self.tls is None:
+            return sock, address
+        # The handshake is the handler's, on its own thread, so that a failed one is seen.
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a refused handshake is what some tests are about
+
+
+@contextmanager
+def docker_api_server(tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, Seen]]:
+    """A server on 127.0.0.1 that answers /info, /events (one event, then silence) and
+    removals as a Docker engine does, over TLS with `tls`; yields its tcp:// URL and what it
+    saw."""
+    seen = Seen()
+    server = _DockerLikeServer(("127.0.0.1", 0), _docker_handler(seen))
+    server.tls = tls
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        seen.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], float]:

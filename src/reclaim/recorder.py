@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from reclaim.model import Event, Inventory
+from reclaim.ondisk.digests import is_hex64
 from reclaim.state.usage import Ledger, Use
 
 # Container actions that show its image in use at that moment.
@@ -26,8 +27,7 @@ ImageResolver = Callable[[str], str | None]
 
 
 def _looks_like_id(ref: str) -> bool:
-    hexpart = ref.removeprefix("sha256:")
-    return len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart)
+    return is_hex64(ref.removeprefix("sha256:"))
 
 
 class Recorder:

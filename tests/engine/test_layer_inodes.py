@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from reclaim.fsck import bbolt
+from reclaim.ondisk import bbolt
+from reclaim.ondisk.snapshotter import uvarint
 from reclaim.runtimes.docker import DockerRuntime
-from reclaim.runtimes.snapshotter import uvarint
 from tests.conftest import Seeded
 
 pytestmark = pytest.mark.engine

@@ -189,7 +189,7 @@ def test_freed_inodes_match_the_layers_the_store_loses(
 
 def before_chain(spec: list[tuple[list[str], list[int]]], image: str) -> list[str]:
     """The chain ids the fake gives the image with this id in `spec`."""
-    from reclaim.runtimes.dockerdisk import chain_ids
+    from reclaim.ondisk.digests import chain_ids
 
     n = next(k for k in range(len(spec)) if image_id(k) == image)
     return chain_ids([diff(x) for x in spec[n][0]])

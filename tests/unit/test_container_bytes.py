@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from reclaim.runtimes import dockerdisk
-from reclaim.runtimes.docker import _volume_bytes
-from reclaim.runtimes.dockerdisk import container_disk_bytes, container_storage
+from reclaim.runtimes.docker import disk as dockerdisk
+from reclaim.runtimes.docker.disk import container_disk_bytes, container_storage
+from reclaim.runtimes.docker.volumes import _volume_bytes
 
 CID = "c" * 64
 MOUNT = "a" * 64
@@ -125,7 +125,7 @@ def test_containerd_store_counts_the_containers_snapshots(
         assert sorted(names) == [CID, CID + "-init"]
         return {CID: str(snapshots / "8"), CID + "-init": str(snapshots / "7")}
 
-    from reclaim.runtimes import snapshotter
+    from reclaim.ondisk import snapshotter
     monkeypatch.setattr(snapshotter, "snapshot_dirs", dirs)
     paths = container_storage(str(root), "containerd", [CID])
     assert paths == {CID: [str(root / "containers" / CID), str(snapshots / "8"),

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from reclaim.model import ContainerState, Mount
-from reclaim.runtimes.dockerdisk import containers_on_disk
-from reclaim.runtimes.recordcache import RecordCache
+from reclaim.runtimes.docker.disk import containers_on_disk
+from reclaim.runtimes.docker.recordcache import RecordCache
 
 ZERO = "0001-01-01T00:00:00Z"
 
@@ -94,7 +94,7 @@ def test_no_containers_directory_means_ask_the_engine(tmp_path: Path) -> None:
 
 
 def test_containerd_names_as_the_engine_shows_them() -> None:
-    from reclaim.runtimes.containerddisk import _familiar
+    from reclaim.runtimes.docker.containerd_store import _familiar
 
     assert _familiar("docker.io/library/busybox:1") == "busybox:1"
     assert _familiar("docker.io/fx/api:1.0") == "fx/api:1.0"
@@ -106,7 +106,7 @@ def test_go_binary_times() -> None:
     import struct
     from datetime import UTC, datetime
 
-    from reclaim.runtimes.containerddisk import _go_time
+    from reclaim.runtimes.docker.containerd_store import _go_time
 
     # 2026-01-02T03:04:05.678901234Z: seconds since year 1, nanoseconds, zone -1 (UTC).
     seconds = int((datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -115,3 +115,24 @@ def test_go_binary_times() -> None:
     assert _go_time(raw) == datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     assert _go_time(b"\x02" + raw[1:]) is None
     assert _go_time(None) is None
+
+
+def test_a_kept_container_record_is_laid_out_as_its_names_say(tmp_path: Path) -> None:
+    """The record cache keeps container records as plain lists: CONTAINER_RECORD names their
+    places, and the record read from disk fills them so."""
+    from reclaim.runtimes.docker.disk import CONTAINER_RECORD, _container_record
+
+    cid = "c" * 64
+    _record(tmp_path, cid, {"StartedAt": "2026-01-01T00:00:00Z",
+                            "FinishedAt": "2026-01-02T00:00:00Z"}, "2025-12-31T00:00:00.5Z")
+    record = _container_record(str(tmp_path / "containers" / cid / "config.v2.json"))
+    assert record is not None
+    fields = dict(zip(CONTAINER_RECORD, record, strict=True))
+    assert fields == {
+        "name": "c-cccc", "image_id": "sha256:" + "a" * 64, "state": "exited",
+        "created": datetime(2025, 12, 31, 0, 0, 0, 500000, UTC).timestamp(),
+        "labels": {"k": "v"},
+        "mounts": [["volume", "vol", "/v/_data", "/data"], ["bind", None, "/etc/x", "/etc/x"]],
+        "started": datetime(2026, 1, 1, tzinfo=UTC).timestamp(),
+        "finished": datetime(2026, 1, 2, tzinfo=UTC).timestamp(),
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from reclaim.fsck import quarantine as q
 from reclaim.fsck import run, scan, version
 from reclaim.fsck.errors import FsckRefused, UnsafeName
 from reclaim.fsck.mounts import Mount, parse_mountinfo
-from reclaim.fsck.sizing import size_paths
+from reclaim.ondisk.sizing import size_paths
 from tests.unit.test_fsck_bbolt import _inline_bucket, _leaf, _meta
 
 OLD = time.time() - 3 * 86400
@@ -191,6 +192,16 @@ def test_an_unreferenced_layer_is_an_orphan_with_evidence_and_bytes(tmp_path: Pa
     doc = result.to_json()
     assert doc["schema"] == "reclaim.fsck/v1"
     assert set(doc["findings"][0]) >= {"path", "class", "bytes", "evidence", "action"}
+
+
+def test_a_layer_store_entry_whose_name_ends_in_a_newline_is_no_layer(tmp_path: Path) -> None:
+    """Only a name of exactly 64 hex digits is a chain id: one with a newline after them is
+    reported as unknown, never taken for the chain it nearly names."""
+    tree = make_tree(tmp_path)
+    layerdb = tree.root / "image" / "overlay2" / "layerdb" / "sha256"
+    shutil.copytree(layerdb / tree.chains[0], layerdb / (tree.chains[0] + "\n"))
+    got = classes(do_scan(tree))
+    assert got == {f"image/overlay2/layerdb/sha256/{tree.chains[0]}\n": "unknown"}
 
 
 def test_a_layer_named_by_any_mount_or_lower_file_is_kept(tmp_path: Path) -> None:

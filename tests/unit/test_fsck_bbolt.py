@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reclaim.fsck import bbolt
+from reclaim.ondisk import bbolt
 
 PS = 4096
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reclaim.fsck import sizing
-from reclaim.fsck.sizing import Size, size_paths
+from reclaim.ondisk import sizing
+from reclaim.ondisk.sizing import Size, size_paths
 
 
 def expected(paths: list[Path]) -> list[Size]:

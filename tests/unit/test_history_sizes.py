@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from reclaim.runtimes.docker import _layer_sizes_from_history
+from reclaim.runtimes.docker.adapter import _layer_sizes_from_history
 
 
 def entry(size: int, created_by: str = "") -> dict[str, object]:

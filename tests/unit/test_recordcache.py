@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from reclaim.runtimes.recordcache import HEADER, RecordCache
+from reclaim.runtimes.docker.recordcache import HEADER, RecordCache
 
 
 def test_entries_survive_a_save_and_reload(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from reclaim.errors import EXIT_OK
 from reclaim.model import Container, ContainerState, Event, Inventory
 from reclaim.runtimes.base import Progress, no_progress
-from reclaim.runtimes.docker import _event_from_message
+from reclaim.runtimes.docker.events import _event_from_message
 from reclaim.runtimes.fake import FakeRuntime
 from reclaim.state.store import Store
 from reclaim.state.usage import Ledger

@@ -26,13 +26,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reclaim.fsck import bbolt
 from reclaim.fsck.errors import FsckRefused, Unreadable, UnsafeName
 from reclaim.fsck.mounts import Mount
-from reclaim.runtimes.dockerdisk import chain_ids, digest_hex
+from reclaim.ondisk import bbolt
+from reclaim.ondisk.digests import chain_ids, digest_hex, is_hex64
 
 DRIVER = "overlay2"
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Ids as they appear inside BuildKit's databases: 64-hex digests and BuildKit's 25-char keys.
 _BUILDKIT_TOKEN = re.compile(rb"(?<![0-9a-z])(?:[0-9a-f]{64}|[0-9a-z]{25})(?![0-9a-z])")
 _REMOVING = "-removing"
@@ -188,7 +187,7 @@ def _read_layerdb(g: Graph) -> None:
     for name in list_dir(base, "layer store"):
         path = os.path.join(base, name)
         chain = name[: -len(_REMOVING)] if name.endswith(_REMOVING) else name
-        if not HEX64.match(chain) or not is_real_dir(path):
+        if not is_hex64(chain) or not is_real_dir(path):
             g.odd_metadata.append((os.path.relpath(path, g.root), "not a layer store entry"))
             continue
         what = f"layer {name}"
@@ -211,7 +210,7 @@ def _read_mounts(g: Graph) -> None:
     base = os.path.join(g.image_dir, "layerdb", "mounts")
     for name in list_dir(base, "container layer store"):
         path = os.path.join(base, name)
-        if not HEX64.match(name) or not is_real_dir(path):
+        if not is_hex64(name) or not is_real_dir(path):
             g.odd_metadata.append((os.path.relpath(path, g.root), "not a container layer entry"))
             continue
         what = f"layerdb/mounts/{name[:12]}"
@@ -295,7 +294,7 @@ def _read_images(g: Graph) -> None:
     content = os.path.join(g.image_dir, "imagedb", "content", "sha256")
     for name in list_dir(content, "image store"):
         path = os.path.join(content, name)
-        if not HEX64.match(name):
+        if not is_hex64(name):
             g.odd_metadata.append((os.path.relpath(path, g.root), "not an image config"))
             continue
         what = f"image {name[:12]}"

@@ -25,7 +25,7 @@ from typing import Any
 from reclaim.fsck.errors import FsckRefused, PartialAction
 from reclaim.fsck.graph import plain
 from reclaim.fsck.scan import Scan
-from reclaim.fsck.sizing import size_paths
+from reclaim.ondisk.sizing import size_paths
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "reclaim.quarantine/v1"

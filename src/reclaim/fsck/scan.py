@@ -37,7 +37,7 @@ from reclaim.fsck import version as versionmod
 from reclaim.fsck.errors import FsckRefused, Unreadable
 from reclaim.fsck.finding import ACTIONABLE, Finding, not_a_directory, still_in_flight
 from reclaim.fsck.graph import Graph, is_real_dir, list_dir, read_small
-from reclaim.fsck.sizing import size_paths
+from reclaim.ondisk.sizing import size_paths
 
 __all__ = ["ACTIONABLE", "CLASSES", "Finding", "Scan", "scan"]
 

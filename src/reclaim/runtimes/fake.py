@@ -23,8 +23,8 @@ from reclaim.model import (
     Layer,
     Volume,
 )
+from reclaim.ondisk.digests import chain_ids
 from reclaim.runtimes.base import Progress, no_progress
-from reclaim.runtimes.dockerdisk import chain_ids
 
 FAKE_ENGINE = EngineInfo(
     runtime="docker",

@@ -12,25 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from typing import Any, Generic, NamedTuple, TypeVar
+from urllib.parse import quote
 
-from reclaim.errors import (
-    EngineError,
-    EngineUnreachable,
-    EngineUnsupported,
-    InUse,
-    NotFound,
-    ReclaimError,
-    UsageError,
-)
+from reclaim.errors import NotFound, UsageError
 from reclaim.model import (
     Blob,
     BuildCache,
@@ -44,31 +33,26 @@ from reclaim.model import (
     Mount,
     Volume,
 )
+from reclaim.ondisk.digests import chain_ids, is_hex64
 from reclaim.runtimes.base import Progress, no_progress
-from reclaim.runtimes.dockerdisk import (
+from reclaim.runtimes.docker.disk import (
     TIMED_STATES,
     ContentStore,
     MetadataUnreadable,
     Overlay2Metadata,
-    chain_ids,
     containers_on_disk,
     read_container_state,
 )
-from reclaim.runtimes.recordcache import RecordCache
-from reclaim.runtimes.unixhttp import (
-    HTTPStatusError,
-    NotJSONError,
-    ProtocolError,
-    UnixJSONClient,
-    decode_answer,
-    unix_connection,
+from reclaim.runtimes.docker.events import (
+    UseWatch,
+    _event_from_message,
+    _event_time_param,
+    json_messages,
 )
+from reclaim.runtimes.docker.recordcache import RecordCache
+from reclaim.runtimes.docker.volumes import _volume_bytes
 from reclaim.timeutil import parse_time
-
-if TYPE_CHECKING:
-    import http.client
-
-    import docker
+from reclaim.transport import FORMS, EngineClient, Stream, not_docker, problem
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 # How long one call waits for the engine, by kind of call. /info comes first on every run and
@@ -81,7 +65,6 @@ PRUNE_TIMEOUT = 600.0
 # `version="auto"` costs on every run; newer engines serve it unchanged.
 BASE_API = "1.41"
 ANONYMOUS_VOLUME_LABEL = "com.docker.volume.anonymous"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Classic-builder history entries that made no layer. A pattern, not a compiled one: only
 # the API fallback needs it, and `re` compiles it there once (df's start-up need not).
 _EMPTY_LAYER_HINT = (
@@ -90,10 +73,6 @@ _EMPTY_LAYER_HINT = (
 )
 
 T = TypeVar("T")
-
-
-_ENDPOINT_FORMS = "unix:///PATH, tcp://HOST:PORT, https://HOST:PORT or ssh://[USER@]HOST"
-_NOT_DOCKER_HINT = "point reclaim at a Docker engine's API with --engine URL or DOCKER_HOST"
 
 
 def resolve_endpoint(engine: str | None) -> str:
@@ -105,40 +84,10 @@ def resolve_endpoint(engine: str | None) -> str:
         source, url = "DOCKER_HOST", os.environ["DOCKER_HOST"]
     else:
         return DEFAULT_ENDPOINT
-    problem = _endpoint_problem(url)
-    if problem is not None:
-        raise UsageError(f"{source} {url!r}: not an engine URL ({problem}); "
-                         f"give {_ENDPOINT_FORMS}")
+    wrong = problem(url)
+    if wrong is not None:
+        raise UsageError(f"{source} {url!r}: not an engine URL ({wrong}); give {FORMS}")
     return url
-
-
-def _endpoint_problem(url: str) -> str | None:
-    """What makes `url` no engine endpoint, or None. A bare HOST:PORT is TCP, as docker reads
-    it."""
-    if not url:
-        return "empty"
-    if any(c.isspace() or not c.isprintable() for c in url):
-        return "it holds spaces or control characters"
-    try:
-        parts = urlsplit(url if "://" in url else f"tcp://{url}")
-    except ValueError:
-        return "a bad IPv6 address"
-    scheme = parts.scheme
-    if scheme not in ("unix", "http+unix", "tcp", "http", "https", "ssh"):
-        return f"unknown scheme {scheme or url.partition('://')[0]!r}"
-    if parts.query or parts.fragment or parts.password:
-        return "a query, fragment or password has no place in it"
-    if scheme in ("unix", "http+unix"):
-        return None if parts.netloc or parts.path else "no socket path"
-    try:
-        port = parts.port
-    except ValueError:
-        return "the port is not a number from 1 to 65535"
-    if not parts.hostname:
-        return "no host"
-    if scheme == "ssh":
-        return "no path may follow the host" if parts.path.strip("/") else None
-    return None if port else "no port"
 
 
 class LayerInfo(NamedTuple):
@@ -167,9 +116,9 @@ class DockerRuntime:
         self.api_workers = api_workers
         self.read_disk = read_disk
         # `df` reads the image and container records the engine keeps on disk instead of
-        # waiting for its listings (for 2,000 containers the container listing alone takes a
-        # third to a half of what `docker system df -v` takes). plan and apply keep asking
-        # the engine: what they delete is decided on the engine's own word.
+        # waiting for its listings, which on a big host are most of what `docker system df
+        # -v` waits for. plan and apply keep asking the engine: what they delete is decided
+        # on the engine's own word.
         self.listings_from_disk = listings_from_disk
         # Where those records are kept between runs (recordcache.py); None: read every time.
         self.record_cache_dir = record_cache_dir
@@ -179,97 +128,16 @@ class DockerRuntime:
         self.timeout = CALL_TIMEOUT if timeout is None else timeout
         self.prune_timeout = PRUNE_TIMEOUT if timeout is None else timeout
         self.probe_timeout = min(PROBE_TIMEOUT, self.timeout)
-        # Counts engine API calls, for the benchmark's "how many calls" column.
-        self.api_calls = 0
-        self._count_lock = threading.Lock()
-        self._unix: UnixJSONClient | None = None
-        if self.endpoint.startswith("unix://"):
-            self._unix = UnixJSONClient(
-                self.endpoint.removeprefix("unix://"), BASE_API, self.timeout
-            )
-        self._client: docker.APIClient | None = None
+        self._engine = EngineClient(self.endpoint, BASE_API, self.timeout)
         self._info: EngineInfo | None = None
         self._container_count: int | None = None
         self._image_count: int | None = None
         self._server_api = BASE_API
 
     @property
-    def client(self) -> docker.APIClient:
-        """docker-py's low-level client, made on first use: removals go through it, and
-        every read on endpoints that are not a local unix socket (TCP, TLS, SSH)."""
-        if self._client is None:
-            import docker
-
-            with self._translate("connect", "connect", self.timeout):
-                self._client = docker.APIClient(
-                    base_url=self.endpoint, version=BASE_API, timeout=self.timeout
-                )
-        return self._client
-
-    # -- error translation ---------------------------------------------------------------
-
-    @contextmanager
-    def _translate(self, what: str, call: str, deadline: float, *,
-                   probe: bool = False) -> Iterator[None]:
-        """Maps what a call to the engine raises to reclaim's errors. `call` names it (its
-        method and path) and `deadline` is how long it may wait; `probe`: the answer says
-        whether this is a Docker engine at all."""
-        try:
-            yield
-        except ReclaimError:
-            raise
-        except Exception as exc:
-            mapped = self._map_error(exc, what, call, deadline, probe)
-            if mapped is None:
-                raise
-            raise mapped from exc
-
-    def _map_error(self, exc: Exception, what: str, call: str, deadline: float,
-                   probe: bool) -> ReclaimError | None:
-        if probe and _not_docker(exc):
-            return EngineUnsupported(f"not a Docker engine at {self.endpoint}",
-                                     hint=_NOT_DOCKER_HINT)
-        if isinstance(exc, HTTPStatusError):
-            return _status_error(exc.status, exc.message, what)
-        if isinstance(exc, NotJSONError):
-            return EngineError(f"{what}: the engine's answer is not JSON")
-        module = type(exc).__module__
-        if module.startswith("docker"):
-            import docker.errors
-
-            if isinstance(exc, docker.errors.APIError):
-                return _status_error(exc.status_code or 0, _explanation(exc), what)
-        if _is_permission_error(exc):
-            return EngineUnreachable(
-                f"permission denied on the engine socket {self.endpoint}",
-                hint="run as root, or as a member of the group that owns the socket (docker)",
-            )
-        # http.client is imported only by the paths that stream or change something; an
-        # exception of its can only come once it is.
-        http_client = sys.modules.get("http.client")
-        if module.startswith(("docker", "requests", "urllib3")) or isinstance(exc, OSError) or (
-            http_client is not None and isinstance(exc, http_client.HTTPException)
-        ):
-            if _is_timeout(exc):
-                return EngineUnreachable(
-                    f"the engine at {self.endpoint} did not answer {call} within "
-                    f"{deadline:g} s",
-                    hint=("is it stopped or overloaded? Point reclaim at another with "
-                          "--engine URL or DOCKER_HOST") if probe else
-                         "a big or busy host may need longer: --timeout SECONDS",
-                )
-            return EngineUnreachable(
-                f"cannot reach the Docker engine at {self.endpoint}",
-                hint="is it running? Point reclaim at another with --engine URL or DOCKER_HOST",
-            )
-        return None
-
-    def _call(self, what: str, fn: Callable[[], T], *, call: str, deadline: float,
-              probe: bool = False) -> T:
-        with self._count_lock:
-            self.api_calls += 1
-        with self._translate(what, call, deadline, probe=probe):
-            return fn()
+    def api_calls(self) -> int:
+        """Engine API calls made, for the benchmark's "how many calls" column."""
+        return self._engine.calls
 
     def _get(
         self, path: str, what: str, params: dict[str, Any] | None = None,
@@ -277,20 +145,8 @@ class DockerRuntime:
     ) -> tuple[Any, dict[str, str]]:
         """One GET: the decoded JSON and the response headers (lower-case names). It waits
         `timeout` seconds at most, by default the call deadline."""
-        deadline = self.timeout if timeout is None else timeout
-
-        def fetch() -> tuple[Any, dict[str, str]]:
-            if self._unix is not None:
-                return self._unix.get(path, params, api_version=api_version, timeout=deadline)
-            response = self.client._get(self._client_url(path, api_version),
-                                        params=params or {}, timeout=deadline)
-            headers = {k.lower(): v for k, v in response.headers.items()}
-            return decode_answer(response.status_code, headers, response.content), headers
-
-        return self._call(what, fetch, call=path, deadline=deadline, probe=probe)
-
-    def _client_url(self, path: str, api_version: str | None = None) -> str:
-        return f"{self.client.base_url}/v{api_version or BASE_API}{path}"
+        return self._engine.get(path, what, params, api_version=api_version, timeout=timeout,
+                                probe=probe)
 
     def _get_json(self, path: str, what: str, **params: Any) -> Any:
         return self._get(path, what, params)[0]
@@ -306,8 +162,7 @@ class DockerRuntime:
             # Every answer names the engine's own API version: no separate probe needed.
             self._server_api = headers.get("api-version") or BASE_API
             if not isinstance(raw, dict) or "ServerVersion" not in raw:
-                raise EngineUnsupported(f"not a Docker engine at {self.endpoint}",
-                                        hint=_NOT_DOCKER_HINT)
+                raise not_docker(self.endpoint)
             self._container_count = raw.get("Containers")
             self._image_count = raw.get("Images")
             driver = str(raw.get("Driver", ""))
@@ -428,20 +283,8 @@ class DockerRuntime:
             params["keep-storage"] = keep_storage
         if older_than is not None:
             params["filters"] = json.dumps({"until": [f"{int(older_than)}s"]})
-        if self._unix is not None:
-            result = self._send("POST", "/build/prune", "prune build cache", params,
-                                timeout=self.prune_timeout)
-        else:
-            def prune() -> Any:
-                response = self.client._post(self._client_url("/build/prune"), params=params,
-                                             timeout=self.prune_timeout)
-                body = response.content
-                if response.status_code < 400 and not body.strip():
-                    return None
-                return decode_answer(response.status_code, {}, body)
-
-            result = self._call("prune build cache", prune, call="POST /build/prune",
-                                deadline=self.prune_timeout)
+        result = self._engine.send("POST", "/build/prune", "prune build cache", params,
+                                   timeout=self.prune_timeout)
         return int((result or {}).get("SpaceReclaimed") or 0)
 
     def remove_image(self, ref: str) -> None:
@@ -451,13 +294,9 @@ class DockerRuntime:
         """Remove one reference (a tag, or the id of an image with no tags left), never
         forced. True when the engine says it deleted the image itself, not only the tag: the
         answer lists `Deleted` records then, so no second look is needed."""
-        what = f"remove image {ref}"
-        if self._unix is not None:
-            records = self._send("DELETE", f"/images/{quote(ref, safe='/:')}", what,
-                                 {"force": "false", "noprune": "false"})
-        else:
-            records = self._call(what, lambda: self.client.remove_image(ref, force=False),
-                                 call=f"DELETE /images/{ref}", deadline=self.timeout)
+        records = self._engine.send("DELETE", f"/images/{quote(ref, safe='/:')}",
+                                    f"remove image {ref}", {"force": "false", "noprune": "false"},
+                                    call=f"/images/{ref}")
         return any(isinstance(r, dict) and r.get("Deleted") for r in records or ())
 
     def tag_image(self, image_id: str, ref: str) -> None:
@@ -466,57 +305,30 @@ class DockerRuntime:
         repo, _, tag = ref.rpartition(":")
         if not repo or "/" in tag:
             repo, tag = ref, "latest"
-        what = f"tag image {image_id[:19]} as {ref}"
-        if self._unix is not None:
-            self._send("POST", f"/images/{image_id}/tag", what, {"repo": repo, "tag": tag})
-        else:
-            self._call(what, lambda: self.client.tag(image_id, repo, tag, force=False),
-                       call=f"POST /images/{image_id}/tag", deadline=self.timeout)
+        self._engine.send("POST", f"/images/{image_id}/tag",
+                          f"tag image {image_id[:19]} as {ref}", {"repo": repo, "tag": tag})
 
     def remove_container(self, container_id: str) -> None:
-        what = f"remove container {container_id[:12]}"
-        if self._unix is not None:
-            self._send("DELETE", f"/containers/{container_id}", what,
-                       {"v": "false", "force": "false"})
-            return
-        self._call(what, lambda: self.client.remove_container(container_id, v=False,
-                                                              force=False),
-                   call=f"DELETE /containers/{container_id}", deadline=self.timeout)
+        self._engine.send("DELETE", f"/containers/{container_id}",
+                          f"remove container {container_id[:12]}", {"v": "false", "force": "false"})
 
     def remove_volume(self, name: str) -> None:
-        what = f"remove volume {name}"
-        if self._unix is not None:
-            self._send("DELETE", f"/volumes/{quote(name, safe='')}", what, {"force": "false"})
-            return
-        self._call(what, lambda: self.client.remove_volume(name, force=False),
-                   call=f"DELETE /volumes/{name}", deadline=self.timeout)
+        self._engine.send("DELETE", f"/volumes/{quote(name, safe='')}", f"remove volume {name}",
+                          {"force": "false"}, call=f"/volumes/{name}")
 
     def watch_uses(self, since: datetime) -> UseWatch | None:
         """A live watch, from the engine's event stream, of what makes an image's tags unsafe
         to remove: a container created from it, a tag added to it or moved onto or off one
         of its names. `since` (before the inventory a plan is checked against) closes the gap
         between that inventory and the stream: the engine subscribes a stream only after it
-        has sent the answer's headers, and replays what it buffered since `since`. None where
-        the endpoint is not a local unix socket; apply then re-checks before every tag."""
-        if self._unix is None:
+        has sent the answer's headers, and replays what it buffered since `since`.
+
+        None unless the engine is on this host (a unix socket): `since` is this host's time,
+        and the replay is exact only on the engine's own clock. apply then re-checks before
+        every tag."""
+        if self._engine.endpoint.kind != "unix":
             return None
-        return UseWatch(self, self._unix.socket_path, since)
-
-    _sender: _UnixSender | None = None
-
-    def _send(self, method: str, path: str, what: str,
-              params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        """One request that changes something, over the local unix socket with the standard
-        library: an apply then never pays for importing docker-py (0.2-0.3 s a run)."""
-        assert self._unix is not None
-        if self._sender is None:
-            self._sender = _UnixSender(self._unix.socket_path)
-        sender = self._sender
-        deadline = self.timeout if timeout is None else timeout
-        return self._call(
-            what, lambda: sender.request(method, f"/v{BASE_API}{path}", params, deadline),
-            call=f"{method} {path}", deadline=deadline,
-        )
+        return UseWatch(self, since)
 
     def image_id(self, ref: str) -> str:
         """The id of the image a reference (tag, digest or id) names now; `NotFound` if none."""
@@ -528,75 +340,32 @@ class DockerRuntime:
         ~256 events) on, until `until` or for as long as the connection lasts.
 
         The iterator ends, silently, when the engine closes the stream or the connection
-        breaks: docker-py's stream does that and cannot tell the two apart, so neither does
-        this. Failing to connect at all raises `EngineUnreachable` (or another mapped error).
+        breaks; the caller reconnects with `since` and reconciles either way. Failing to
+        connect at all raises `EngineUnreachable` (or another mapped error).
         """
         params: dict[str, str] = {"filters": json.dumps({"type": ["container", "image"]})}
         if since is not None:
             params["since"] = _event_time_param(since)
         if until is not None:
             params["until"] = _event_time_param(until)
-        raw: Iterator[dict[str, Any]]
-        if self._unix is not None:
-            raw = self._unix_event_stream(params)
-        else:
-            raw = self._client_event_stream(params)
-        for message in raw:
-            event = _event_from_message(message)
-            if event is not None:
-                yield event
-
-    def _unix_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        # A connection of its own. The connect and the answer's headers have the call
-        # deadline; the stream then has none: an idle engine sends nothing for hours, and
-        # that is not an error.
-        import http.client
-
-        conn = unix_connection(self.endpoint.removeprefix("unix://"), self.timeout)
+        stream = self._event_stream(params)
         try:
-            def connect() -> http.client.HTTPResponse:
-                conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
-                # Kept: http.client lets go of it if the answer says it will close.
-                sock = conn.sock
-                response = conn.getresponse()
-                if response.status >= 400:
-                    decode_answer(response.status, {}, response.read())  # raises
-                if sock is not None:
-                    sock.settimeout(None)
-                return response
-
-            response = self._call("events", connect, call="/events", deadline=self.timeout)
-            try:
-                yield from _json_messages(response)
-            except (OSError, http.client.HTTPException):
-                return  # a broken stream ends, as docker-py's does
+            for message in json_messages(stream):
+                event = _event_from_message(message)
+                if event is not None:
+                    yield event
+        except OSError:
+            return  # a broken stream ends, as the engine closing it does
         finally:
-            conn.close()
+            stream.close()
 
-    def _client_event_stream(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        def connect() -> Any:
-            response = self.client._get(self._client_url("/events"), params=params,
-                                        stream=True, timeout=self.timeout)
-            # The deadline covers the connect and the answer's headers; the stream itself has
-            # none, as docker-py does for the streams it attaches to.
-            self.client._disable_socket_timeout(self.client._get_raw_response_socket(response))
-            return response
-
-        response = self._call("events", connect, call="/events", deadline=self.timeout)
-        try:
-            for message in self.client._stream_helper(response, decode=True):
-                if isinstance(message, dict):
-                    yield message
-        except Exception:
-            return  # requests/urllib3 raising mid-stream: a broken connection, as above
-        finally:
-            response.close()
+    def _event_stream(self, params: dict[str, str]) -> Stream:
+        """The engine's event stream, on a connection of its own: the connect and the
+        answer's headers have the call deadline, the stream then none."""
+        return self._engine.stream("/events", "events", params)
 
     def close(self) -> None:
-        if self._unix is not None:
-            self._unix.close()
-        if self._client is not None:
-            self._client.close()
+        self._engine.close()
 
     # -- layers --------------------------------------------------------------------------
 
@@ -718,10 +487,10 @@ class DockerRuntime:
 
     def container_bytes(self, container_ids: Collection[str]) -> dict[str, int]:
         """What removing each container frees on disk, read from the storage driver's own
-        directories under the data root (dockerdisk.py), without the engine's slow sized
+        directories under the data root (disk.py), without the engine's slow sized
         listing; containers it cannot read (a remote engine, another driver) are left out:
         unknown."""
-        from reclaim.runtimes.dockerdisk import container_disk_bytes
+        from reclaim.runtimes.docker.disk import container_disk_bytes
 
         info = self.info()
         if not (self.read_disk and info.data_root and container_ids):
@@ -732,7 +501,10 @@ class DockerRuntime:
         """Inodes each layer holds, from the engine's own records on disk (layerinodes.py);
         a remote engine, an unreadable data root or another store: unknown (empty)."""
         # Imported here: only the planner under an inode watermark needs it, not df's start-up.
-        from reclaim.runtimes.layerinodes import containerd_layer_inodes, overlay2_layer_inodes
+        from reclaim.runtimes.docker.layerinodes import (
+            containerd_layer_inodes,
+            overlay2_layer_inodes,
+        )
 
         info = self.info()
         if not (self.read_disk and info.data_root):
@@ -775,13 +547,13 @@ class DockerRuntime:
         self, info: EngineInfo
     ) -> tuple[list[dict[str, Any]], dict[str, LayerInfo]] | None:
         """The image listing and every image's layers on the containerd image store, from
-        containerd's own records on disk (containerddisk.py), where the engine needs a slow
+        containerd's own records on disk (containerd_store.py), where the engine needs a slow
         listing and two calls per image. None (ask the engine) unless the engine counts as
         many image records as were read."""
         if not (self.listings_from_disk and self.read_disk and info.data_root
                 and info.image_store == "containerd"):
             return None
-        from reclaim.runtimes.containerddisk import read_store
+        from reclaim.runtimes.docker.containerd_store import read_store
 
         store = read_store(info.data_root)
         if store is None or store.records != self._image_count:
@@ -920,7 +692,7 @@ class DockerRuntime:
                     name=name,
                     driver=driver,
                     labels=labels,
-                    anonymous=ANONYMOUS_VOLUME_LABEL in labels or bool(_HEX64.match(name)),
+                    anonymous=ANONYMOUS_VOLUME_LABEL in labels or is_hex64(name),
                     mountpoint=mountpoint,
                     bytes=size,
                     used_by=tuple(users.get(name, ())),
@@ -969,29 +741,11 @@ class DockerRuntime:
         return None
 
 
-def _json_messages(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
-    """The JSON objects of an event stream as they arrive. The engine writes one object per
-    line, but nothing promises that a read ends on an object's boundary: what is whole is
-    decoded, the rest kept for the next read. Transport errors are the caller's."""
-    decoder = json.JSONDecoder()
-    buffer = ""
-    while chunk := response.read1(65536):
-        buffer += chunk.decode(errors="replace")
-        while buffer := buffer.lstrip():
-            try:
-                message, end = decoder.raw_decode(buffer)
-            except ValueError:
-                break
-            buffer = buffer[end:]
-            if isinstance(message, dict):
-                yield message
-
-
 class _Background(Generic[T]):
     """One call, run on a thread of its own (or at once with `here`); `result()` waits for it
     and raises what it raised. What `concurrent.futures` would do for the inventory's few side
-    calls, without the ~4 ms of imports (logging, traceback, ...) it adds to `df`'s start-up.
-    The API fallbacks that fan out over many calls still use its thread pool."""
+    calls, without the imports (logging, traceback, ...) it adds to `df`'s start-up. The API
+    fallbacks that fan out over many calls still use its thread pool."""
 
     def __init__(self, fn: Callable[[], T], *, here: bool = False) -> None:
         self._fn = fn
@@ -1019,40 +773,6 @@ class _Background(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]  # set when no error was raised
-
-
-def _event_time_param(when: datetime) -> str:
-    # Seconds with a fraction: the engine reads the digits after the point as a fraction of a
-    # second, so a replay starts at the checkpoint itself, not at its whole second.
-    return f"{when.timestamp():.6f}"
-
-
-def _event_from_message(message: dict[str, Any]) -> Event | None:
-    kind = message.get("Type")
-    action = message.get("Action")
-    actor = message.get("Actor") or {}
-    actor_id = actor.get("ID") or message.get("id")
-    if kind not in ("container", "image") or not action or not actor_id:
-        return None
-    attributes = actor.get("Attributes") or {}
-    nanos = message.get("timeNano")
-    if isinstance(nanos, int):
-        seconds, rest = divmod(nanos, 1_000_000_000)
-        when = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
-    elif isinstance(message.get("time"), int):
-        when = datetime.fromtimestamp(message["time"], UTC)
-    else:
-        return None
-    image = attributes.get("image")
-    name = attributes.get("name")
-    return Event(
-        time=when,
-        type=str(kind),
-        action=str(action),
-        id=str(actor_id),
-        image=str(image) if image and kind == "container" else None,
-        name=str(name) if name else None,
-    )
 
 
 def _build_cache(system_df: dict[str, Any] | None) -> BuildCache:
@@ -1088,302 +808,8 @@ def _layer_sizes_from_history(history: list[dict[str, Any]], n_layers: int) -> l
     return sizes + [0] * (n_layers - len(sizes))
 
 
-def _volume_bytes(mountpoint: str) -> tuple[int | None, int | None]:
-    """The bytes of the files in a local volume (what the engine's own figure counts), and
-    what removing it frees as `du -sbx` counts it: those, every directory under `_data` and
-    `_data` itself, and the volume's own directory (`volumes/<name>/`) with what else it
-    holds (`opts.json`). One walk; None where the volume cannot be read."""
-    walked = _tree_bytes(mountpoint)
-    if walked is None:
-        return None, None
-    files, directories = walked
-    head, tail = os.path.split(mountpoint.rstrip("/"))
-    if tail != "_data":
-        return files, files + directories
-    try:
-        own = os.lstat(head).st_size
-        with os.scandir(head) as entries:
-            for entry in entries:
-                if entry.name != "_data" and not entry.is_dir(follow_symlinks=False):
-                    own += entry.stat(follow_symlinks=False).st_size
-    except OSError:
-        return files, None
-    return files, files + directories + own
-
-
-def _tree_bytes(path: str) -> tuple[int, int] | None:
-    """Apparent bytes under `path`: of its files (and symlinks), each inode once, and of its
-    directories, `path` itself included; never following symlinks or crossing into another
-    filesystem (a volume's `_data` can hold an NFS mount)."""
-    if not path:
-        return None
-    try:
-        top = os.lstat(path)
-    except OSError:
-        return None
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    directories = top.st_size
-    stack = [path]
-    while stack:
-        current = stack.pop()
-        try:
-            entries = list(os.scandir(current))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if st.st_dev != top.st_dev:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                directories += st.st_size
-                stack.append(entry.path)
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            total += st.st_size
-    return total, directories
-
-
 def _api_at_least(version: str, minimum: str) -> bool:
     def parts(v: str) -> tuple[int, ...]:
         return tuple(int(p) for p in re.findall(r"\d+", v)[:2])
 
     return parts(version) >= parts(minimum)
-
-
-def _status_error(status: int, message: str, what: str) -> ReclaimError:
-    if status == 404:
-        return NotFound(f"{what}: {message}")
-    if status == 409:
-        return InUse(f"{what}: {message}")
-    return EngineError(f"{what}: engine answered {status}: {message}")
-
-
-def _explanation(exc: Exception) -> str:
-    return str(getattr(exc, "explanation", None) or exc)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, what it was raised from or while handling, and the exceptions wrapped
-    in their arguments (requests and urllib3 wrap that way), each once."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack.extend(a for a in current.args if isinstance(a, BaseException))
-        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    requests_errors = sys.modules.get("requests.exceptions")
-    return any(
-        isinstance(e, TimeoutError) or "timed out" in str(e).lower()
-        or (requests_errors is not None and isinstance(e, requests_errors.Timeout))
-        for e in _causes(exc)
-    )
-
-
-def _not_docker(exc: BaseException) -> bool:
-    """Whether the failure of /info shows that what answered is no Docker engine: an answer
-    that is not HTTP, or not JSON, or an error status without the API version an engine names
-    on every answer. (A Docker engine never answers 404 to /info.)"""
-    if isinstance(exc, HTTPStatusError):
-        return exc.status == 404 or "api-version" not in exc.headers
-    if isinstance(exc, (NotJSONError, ProtocolError)):
-        return True
-    http_client = sys.modules.get("http.client")
-    return http_client is not None and any(
-        # A connection closed without a word is not an answer: RemoteDisconnected.
-        isinstance(e, http_client.BadStatusLine) and not isinstance(e, ConnectionError)
-        for e in _causes(exc)
-    )
-
-
-def _is_permission_error(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, PermissionError) or "Permission denied" in str(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-class _UnixSender:
-    """Requests that change something, over a unix socket with the standard library; one
-    kept-alive connection per thread, so removals may run in parallel."""
-
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-        self._local = threading.local()
-
-    def request(self, method: str, url: str, params: dict[str, Any] | None,
-                timeout: float) -> Any:
-        """The decoded JSON answer, None when it is empty. `HTTPStatusError` for an error
-        status; a transport failure (`TimeoutError` when the engine is silent for `timeout`
-        seconds) is raised as it is, never retried: a removal sent twice would come back as
-        'not found' and be reported as someone else's."""
-        import http.client
-
-        if params:
-            url += "?" + urlencode(params)
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = unix_connection(self.socket_path, timeout)
-        elif conn.timeout != timeout:
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
-        try:
-            conn.request(method, url)
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            self._local.conn = None
-            raise
-        if response.status < 400 and not body.strip():
-            return None
-        return decode_answer(response.status, {}, body)
-
-
-# Events that can make an image's tags unsafe to remove: a container created (from any
-# image: which one is looked up), and a name given to an image.
-_USE_EVENTS = ("create", "tag", "pull", "load", "import")
-
-
-class UseWatch:
-    """What `DockerRuntime.watch_uses` returns: one thread reading the engine's events.
-
-    `why_not(image_id, refs)` is asked before each tag apply removes. It first waits for every
-    container creation seen so far to be looked up (one inspect each; creations during an
-    apply are rare), then says why the tags must stay, or None. `live` turns False for good
-    when the stream could not be opened or ended; apply then goes back to asking the engine
-    for the image's containers before every tag.
-    """
-
-    # How long `why_not` waits for creations to be looked up before it gives up on the image.
-    RESOLVE_WAIT = 30.0
-
-    def __init__(self, runtime: DockerRuntime, socket_path: str, since: datetime) -> None:
-        self._runtime = runtime
-        self._cond = threading.Condition()
-        self._used: dict[str, str] = {}  # image id -> the container created from it
-        self._named: dict[str, str] = {}  # image id -> a name it was given
-        self._refs: dict[str, str] = {}  # a name given to some image -> by what event
-        self._pending = 0
-        self._lost: str | None = None
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-        import http.client
-
-        # The connect and the answer's headers have the call deadline; the stream, none.
-        self._conn = unix_connection(socket_path, runtime.timeout)
-        params = {
-            "since": _event_time_param(since),
-            "filters": json.dumps({"type": ["container", "image"], "event": list(_USE_EVENTS)}),
-        }
-        self._sock: socket.socket | None = None
-        try:
-            self._conn.request("GET", f"/v{BASE_API}/events?{urlencode(params)}")
-            # Kept for close(): http.client lets go of it if the answer says it will close.
-            self._sock = self._conn.sock
-            response = self._conn.getresponse()
-            if response.status >= 400:
-                decode_answer(response.status, {}, response.read())  # raises
-            if self._sock is not None:
-                self._sock.settimeout(None)
-        except (OSError, http.client.HTTPException, HTTPStatusError) as exc:
-            self._lost = f"the engine's event stream could not be opened ({exc})"
-            self._conn.close()
-            return
-        with runtime._count_lock:
-            runtime.api_calls += 1
-        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True,
-                                        name="reclaim-use-watch")
-        self._thread.start()
-
-    @property
-    def live(self) -> bool:
-        with self._cond:
-            return self._lost is None
-
-    def why_not(self, image_id: str, refs: tuple[str, ...]) -> str | None:
-        with self._cond:
-            settled = self._cond.wait_for(lambda: self._pending == 0, self.RESOLVE_WAIT)
-            if not settled:
-                return "a container created just now could not be looked up in time"
-            if image_id in self._used:
-                return f"container {self._used[image_id]} was created from it"
-            if image_id in self._named:
-                return f"it was tagged {self._named[image_id]} meanwhile"
-            for ref in refs:
-                if ref in self._refs:
-                    return f"{ref} was just given to an image ({self._refs[ref]})"
-        return None
-
-    def close(self) -> None:
-        with self._cond:
-            self._stopped = True
-        if self._sock is not None:
-            with suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(5)
-        self._conn.close()
-
-    def _read(self, response: http.client.HTTPResponse) -> None:
-        import http.client
-
-        why = "the engine's event stream ended"
-        try:
-            for message in _json_messages(response):
-                self._take(message)
-        except (OSError, http.client.HTTPException, ReclaimError) as exc:
-            why = f"the engine's event stream broke ({exc})"
-        finally:
-            with self._cond:
-                if not self._stopped:
-                    self._lost = why
-                self._cond.notify_all()
-
-    def _take(self, message: dict[str, Any]) -> None:
-        kind, action = message.get("Type"), message.get("Action")
-        actor = message.get("Actor") or {}
-        actor_id = str(actor.get("ID") or message.get("id") or "")
-        name = str((actor.get("Attributes") or {}).get("name") or "")
-        if kind == "container" and action == "create" and actor_id:
-            with self._cond:
-                self._pending += 1
-            try:
-                try:
-                    raw = self._runtime._get_json(f"/containers/{actor_id}/json",
-                                                  f"inspect container {actor_id[:12]}")
-                except NotFound:
-                    return  # removed again already: it uses nothing now
-                with self._cond:
-                    self._used.setdefault(str(raw.get("Image") or ""),
-                                          name or actor_id[:12])
-            finally:
-                with self._cond:
-                    self._pending -= 1
-                    self._cond.notify_all()
-        elif kind == "image" and action in _USE_EVENTS:
-            with self._cond:
-                for ref in (actor_id, name):
-                    if ref and not _HEX64.match(ref.removeprefix("sha256:")):
-                        self._refs.setdefault(ref, str(action))
-                if actor_id.startswith("sha256:") and name:
-                    self._named.setdefault(actor_id, name)
-                self._cond.notify_all()

@@ -14,7 +14,7 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from reclaim.fsck import bbolt
+from reclaim.ondisk import bbolt
 
 _ROOT = ("containerd", "daemon", "io.containerd.snapshotter.v1.overlayfs")
 DB = (*_ROOT, "metadata.db")

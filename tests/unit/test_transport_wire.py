@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from reclaim.runtimes.unixhttp import ProtocolError, _read_response
+from reclaim.transport.wire import ProtocolError
+from reclaim.transport.wire import read_response as _read_response
 
 
 def test_a_chunked_answer_with_trailers() -> None:

@@ -35,10 +35,10 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 # One worker process per CPU keeps every CPU busy with a warm cache; twice that is meant to
-# keep reads in flight with a cold cache while other workers compute. On the loaded bench
-# machine 2 and 4 workers could not be told apart (bench/README.md, fsck sizing).
+# keep reads in flight with a cold cache while other workers compute.
 DEFAULT_WORKERS = 2 * (os.cpu_count() or 2)
-# Entries the caller's process sizes before starting workers: about 0.1 s with a warm cache.
+# Entries the caller's process sizes before starting workers: a tree this small is sized
+# sooner than processes start.
 INLINE_ENTRIES = 20_000
 # A directory with more names than this is sized in chunks that other workers can take.
 CHUNK = 2_000

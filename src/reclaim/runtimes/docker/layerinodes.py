@@ -21,11 +21,11 @@ import gzip
 import os
 from collections.abc import Collection
 
-from reclaim.runtimes import snapshotter
-from reclaim.runtimes.dockerdisk import digest_hex
+from reclaim.ondisk import snapshotter
+from reclaim.ondisk.digests import digest_hex
 
 # layerdb: the entry directory, cache-id, diff, size, tar-split.json.gz; overlay2: the layer
-# directory, diff/, link; and the l/<short> symlink. Counted on Docker 20.10 and 26.1.
+# directory, diff/, link; and the l/<short> symlink, as Docker 20.10 and 26.1 lay them out.
 OVERLAY2_BASE_BOOKKEEPING = 9
 # Above a base layer: layerdb's `parent`, and `lower`, `work/` (a loaded layer's `work/` is
 # empty: `work/work/` appears only where the layer was once a mount's upper directory).

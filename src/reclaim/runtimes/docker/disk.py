@@ -1,7 +1,7 @@
 """Read-only access to the metadata Docker keeps under its data root.
 
 Reading it costs one small file per image and per layer, where the API would need two calls per
-image; a thousand images are read in about a tenth of a second. Nothing here writes, locks or
+image. Nothing here writes, locks or
 follows a symlink out of the data root; whatever cannot be read makes the caller fall back to
 the API, never guess.
 """
@@ -17,35 +17,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from reclaim.model import Container, ContainerState, Layer, Mount
-from reclaim.runtimes.recordcache import RecordCache
+from reclaim.ondisk.digests import chain_ids, digest_hex, is_hex64
+from reclaim.runtimes.docker.recordcache import RecordCache
 from reclaim.timeutil import parse_time
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 # The name of an overlay2 layer's short link under `l/`.
 _SHORT_LINK = re.compile(r"[0-9A-Z]{26}")
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
-    import hashlib  # here: df's start-up finds every chain in its record cache
-
-    chain: list[str] = []
-    for diff_id in diff_ids:
-        if not chain:
-            chain.append(diff_id)
-        else:
-            digest = hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest()
-            chain.append("sha256:" + digest)
-    return chain
-
-
-def digest_hex(digest: str) -> str | None:
-    """The hex part of a `sha256:<64 hex>` digest, or None if it is anything else (so that a
-    crafted id can never become a path outside the store)."""
-    algo, _, hexpart = digest.partition(":")
-    if algo != "sha256" or not _HEX64.fullmatch(hexpart):
-        return None
-    return hexpart
 
 
 class MetadataUnreadable(Exception):
@@ -53,12 +30,17 @@ class MetadataUnreadable(Exception):
 
 
 class ImageConfig(NamedTuple):
+    """An image config's facts; the record cache keeps them as a list in this order."""
+
     diff_ids: list[str]
     config_bytes: int
     created: str | None = None
     labels: dict[str, str] | None = None
     # The chain ids of diff_ids (a hash per layer: kept in the record cache with the rest).
     chain: list[str] | None = None
+
+
+_IMAGE_FIELDS = len(ImageConfig._fields)
 
 
 class Overlay2Metadata:
@@ -89,8 +71,8 @@ class Overlay2Metadata:
             raise MetadataUnreadable(f"unexpected image id {image_id!r}")
         if self.cache is not None:
             hit = self.cache.image(hexpart)
-            if isinstance(hit, list) and len(hit) == 5:
-                return ImageConfig(*hit)
+            if isinstance(hit, list) and len(hit) == _IMAGE_FIELDS:
+                return ImageConfig._make(hit)
         path = self._configs + hexpart
         try:
             with open(path, "rb") as f:
@@ -108,8 +90,7 @@ class Overlay2Metadata:
                             labels=labels if isinstance(labels, dict) else None,
                             chain=chain_ids(diff_ids))
         if self.cache is not None:
-            self.cache.put_image(hexpart, [found.diff_ids, found.config_bytes, found.created,
-                                           found.labels, found.chain])
+            self.cache.put_image(hexpart, list(found))
         return found
 
     def references(self) -> dict[str, list[str]]:
@@ -136,8 +117,9 @@ class Overlay2Metadata:
         if self.cache is not None:
             hit = self.cache.layer(hexpart)
             if isinstance(hit, list) and len(hit) == 2:
-                return Layer(chain_id=chain_id, diff_id=diff_id, size=hit[0], parent=parent,
-                             metadata_bytes=hit[1])
+                cached_size, cached_bookkeeping = hit  # as put_layer below keeps them
+                return Layer(chain_id=chain_id, diff_id=diff_id, size=cached_size,
+                             parent=parent, metadata_bytes=cached_bookkeeping)
         entry = self._layerdb + hexpart
         try:
             with open(entry + "/size", "rb") as f:
@@ -197,7 +179,7 @@ class Overlay2Metadata:
 
 def read_container_state(data_root: Path, container_id: str) -> dict[str, Any] | None:
     """`State` of `containers/<id>/config.v2.json` (StartedAt, FinishedAt, ...), or None."""
-    if not _HEX64.fullmatch(container_id):
+    if not is_hex64(container_id):
         return None
     path = data_root / "containers" / container_id / "config.v2.json"
     try:
@@ -243,7 +225,7 @@ def containers_on_disk(data_root: str, cache: RecordCache | None = None) -> list
         return None
     found: list[tuple[float, str, list[Any]]] = []
     for cid in names:
-        if not _HEX64.fullmatch(cid):
+        if not is_hex64(cid):
             continue
         path = f"{base}/{cid}/config.v2.json"
         try:
@@ -259,15 +241,24 @@ def containers_on_disk(data_root: str, cache: RecordCache | None = None) -> list
                 continue
             if cache is not None:
                 cache.put_container(cid, stamp, record)
-        found.append((record[3], cid, record))
+        found.append((record[_CREATED], cid, record))
     found.sort(key=lambda entry: entry[:2], reverse=True)
     return [_container(cid, record) for _, cid, record in found]
 
 
+# A container's record, as the record cache keeps it: a plain list of these, in this order
+# (marshal writes no named tuples), read back by unpacking in `_container`. The creation time
+# is seconds, exact (0.0 when unknown); start and finish times seconds or None; each mount
+# [type, volume name, source, destination], as `Mount`.
+CONTAINER_RECORD = ("name", "image_id", "state", "created", "labels", "mounts", "started",
+                    "finished")
+# Where the creation time is in it: the engine lists containers newest first.
+_CREATED = CONTAINER_RECORD.index("created")
+
+
 def _container_record(path: str) -> list[Any] | None:
-    """What the inventory needs of a container's record, positionally (as the record cache
-    keeps it): name, image id, state word, creation time (seconds, exact), labels, mounts
-    ([type, volume name, source, destination]), start and finish times (seconds or None)."""
+    """The record (CONTAINER_RECORD) of a container's `config.v2.json`; None when it cannot be
+    read."""
     try:
         with open(path, "rb") as f:
             raw = json.loads(f.read())
@@ -282,21 +273,21 @@ def _container_record(path: str) -> list[Any] | None:
     started, finished = parse_time(state.get("StartedAt")), parse_time(state.get("FinishedAt"))
     labels = config.get("Labels")
     return [
-        str(raw.get("Name") or "").lstrip("/"),
-        str(raw.get("Image") or ""),
-        _state_string(state),
-        exact.timestamp() if exact else 0.0,
-        labels if isinstance(labels, dict) else {},
+        str(raw.get("Name") or "").lstrip("/"),  # name
+        str(raw.get("Image") or ""),  # image_id
+        _state_string(state),  # state
+        exact.timestamp() if exact else 0.0,  # created
+        labels if isinstance(labels, dict) else {},  # labels
         [[str(m.get("Type") or ""), m.get("Name") or None, str(m.get("Source") or ""),
           str(m.get("Destination") or "")]
-         for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)],
-        started.timestamp() if started else None,
-        finished.timestamp() if finished else None,
+         for m in (raw.get("MountPoints") or {}).values() if isinstance(m, dict)],  # mounts
+        started.timestamp() if started else None,  # started
+        finished.timestamp() if finished else None,  # finished
     ]
 
 
 def _container(cid: str, record: list[Any]) -> Container:
-    name, image_id, word, created, labels, mounts, started, finished = record
+    name, image_id, word, created, labels, mounts, started, finished = record  # CONTAINER_RECORD
     state = ContainerState.parse(word)
     timed = state in TIMED_STATES
     return Container(
@@ -309,7 +300,7 @@ def _container(cid: str, record: list[Any]) -> Container:
         started=datetime.fromtimestamp(started, UTC) if timed and started is not None else None,
         finished=(datetime.fromtimestamp(finished, UTC)
                   if timed and finished is not None else None),
-        mounts=tuple(Mount(*m) for m in mounts),
+        mounts=tuple(Mount._make(m) for m in mounts),
         labels=labels,
     )
 
@@ -351,7 +342,7 @@ def container_disk_bytes(data_root: str, image_store: str, container_ids: Collec
     the bytes of its files and the bookkeeping estimate is `du -b`'s, a volume's is `du
     -b`'s), so that one plan never sums two units. What the filesystem gains in blocks is
     measured apart (apply's statvfs figure)."""
-    from reclaim.fsck.sizing import size_paths  # here: only plan and apply need it
+    from reclaim.ondisk.sizing import size_paths  # here: only plan and apply need it
 
     paths = container_storage(data_root, image_store, container_ids)
     flat = [(cid, path) for cid, own in paths.items() for path in own]
@@ -369,10 +360,10 @@ def container_storage(data_root: str, image_store: str, container_ids: Collectio
     root = os.fspath(data_root)
     own: dict[str, list[str]] = {}
     for cid in container_ids:
-        if _HEX64.fullmatch(cid) and os.path.isdir(f"{root}/containers/{cid}"):
+        if is_hex64(cid) and os.path.isdir(f"{root}/containers/{cid}"):
             own[cid] = [f"{root}/containers/{cid}"]
     if image_store == "containerd":
-        from reclaim.runtimes import snapshotter
+        from reclaim.ondisk import snapshotter
 
         names = [n for cid in own for n in (cid, cid + "-init")]
         dirs = snapshotter.snapshot_dirs(root, names)
@@ -408,7 +399,7 @@ def _overlay2_layers(root: str, cid: str) -> list[str] | None:
             mount_id = f.read().strip()
     except OSError:
         return None
-    if not _HEX64.fullmatch(mount_id):
+    if not is_hex64(mount_id):
         return None
     try:
         with open(mounts + "/init-id") as f:

@@ -1,12 +1,12 @@
 """Docker's containerd image store, read from disk for `df`.
 
-The engine answers an image listing on this store slowly (18 s for 1,000 images here) and has
-no per-layer figures without two calls per image. The same facts are on disk, under
-`<data-root>/containerd/daemon/`:
+The engine answers an image listing on this store slowly (far more slowly than on overlay2:
+bench/README.md) and has no per-layer figures without two calls per image. The same
+facts are on disk, under `<data-root>/containerd/daemon/`:
 
 - the image records (one per name: `repo:tag`, `repo@digest` or `moby-dangling@<digest>`,
   each pointing at a target manifest) in containerd's metadata database, a bbolt file read
-  with the project's own read-only reader;
+  with reclaim's own read-only reader (ondisk/bbolt.py);
 - manifests and configs in the content store (`blobs/sha256/<hex>`);
 - each unpacked layer's usage (the bytes and inodes containerd measured when it committed the
   snapshot) in the overlayfs snapshotter's own bbolt file, under the layer's chain id. These
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from reclaim.fsck import bbolt
-from reclaim.runtimes import snapshotter
-from reclaim.runtimes.dockerdisk import ContentStore, MetadataUnreadable, chain_ids
+from reclaim.ondisk import bbolt, snapshotter
+from reclaim.ondisk.digests import chain_ids
+from reclaim.runtimes.docker.disk import ContentStore, MetadataUnreadable
 
 _DAEMON = ("containerd", "daemon")
 _METADATA = (*_DAEMON, "io.containerd.metadata.v1.bolt", "meta.db")

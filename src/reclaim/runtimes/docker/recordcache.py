@@ -11,9 +11,9 @@ bulk of `df`'s work on a big host:
   time and size, and used only while all three are unchanged.
 
 The cache holds nothing but copies of those records. It is written with `marshal`, which
-loads the ~2 MB of a 1,000-image, 2,000-container host 2.6 times faster than JSON (7 ms against
-18 ms here). marshal's format belongs to the interpreter that wrote it, so the file starts with a
-header naming the cache version, the marshal version and the Python version, and any other
+loads a big host's cache several times faster than JSON does (bench/README.md, "Notes behind
+the code"). marshal's format belongs to the interpreter that wrote it, so the file starts with
+a header naming the cache version, the marshal version and the Python version, and any other
 header is a miss. Like the ledger beside it, the file is the state directory's own (mode 0600,
 written by rename), never input from elsewhere. Container records are used by `df`
 only (plan and apply list containers through the engine); image and layer facts by every
@@ -30,7 +30,9 @@ import os
 import sys
 from typing import Any
 
-VERSION = 3  # 2: image entries carry their chain ids; 3: marshal, positional containers
+# The layout of the entries (disk.py: ImageConfig, the layer pair, CONTAINER_RECORD); a cache of
+# any other version is a miss.
+VERSION = 3
 HEADER = f"reclaim-records {VERSION} {marshal.version} {sys.hexversion:x}\n".encode()
 
 
@@ -88,8 +90,10 @@ class RecordCache:
     def container(self, key: str, stamp: tuple[int, ...]) -> Any:
         self._seen_containers.add(key)
         entry = self.containers.get(key)
-        if isinstance(entry, list) and len(entry) == 2 and entry[0] == stamp:
-            return entry[1]
+        if isinstance(entry, list) and len(entry) == 2:
+            kept_stamp, record = entry  # as put_container keeps them
+            if kept_stamp == stamp:
+                return record
         return None
 
     def put_container(self, key: str, stamp: tuple[int, ...], value: Any) -> None:
@@ -125,7 +129,8 @@ class RecordCache:
                     f.write(marshal.dumps(doc))
                 os.replace(tmp, self.path)
                 if self.path.endswith(".records"):
-                    # The JSON cache of earlier versions, named after this one: superseded.
+                    # `<name>.records.json` is this cache in JSON, which this file supersedes:
+                    # removed, so that nothing reads it stale.
                     with contextlib.suppress(OSError):
                         os.unlink(self.path + ".json")
             except BaseException:
