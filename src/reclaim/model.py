@@ -3,12 +3,10 @@
 Everything here is a frozen value. Bytes are integers; times are aware UTC datetimes or None.
 
 The value types are `typing.NamedTuple`s, not frozen data classes: `df` builds thousands of
-them per run on a big host, and it pays at import too. A frozen data class costs about 5M CPU
-instructions (~1 ms) to define (its methods are exec()-compiled per class) and its __init__ is
-~3.5x slower: 10 frozen data classes measured 57M instructions to import against 13M for 10
-NamedTuples, and 0.9 us against 0.25 us to construct. Being tuples, they compare equal to any
-tuple of the same values; they are never mixed with other tuples. Mappings default to the
-shared, read-only `EMPTY_MAP`.
+them per run on a big host and pays for their definitions at start-up, and a named tuple is
+cheaper to define and to build (bench/README.md, "Notes behind the code"). Being tuples, they
+compare equal to any tuple of the same values; they are never mixed with other tuples.
+Mappings default to the shared, read-only `EMPTY_MAP`.
 """
 
 from __future__ import annotations
