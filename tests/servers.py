@@ -158,7 +158,7 @@ def banner_server(banner: bytes, unix_path: Path | None = None) -> Iterator[str]
 @contextmanager
 def tcp_to_unix(unix_path: Path) -> Iterator[str]:
     """A TCP pass-through on 127.0.0.1 to a unix socket: the engine at `unix_path` as a
-    tcp:// endpoint, so that the docker-py path meets a real engine. Yields its URL."""
+    tcp:// endpoint, so that the TCP transport meets a real engine. Yields its URL."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
