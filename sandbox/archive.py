@@ -207,7 +207,7 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     """ChainID as the OCI image spec (and Docker's layerdb, containerd's snapshot keys) define
     it: chain[0] = diff[0]; chain[i] = sha256(chain[i-1] + " " + diff[i]).
 
-    Written here again on purpose (reclaim's own is `runtimes.dockerdisk.chain_ids`): the
+    Written here again on purpose (reclaim's own is `reclaim.ondisk.digests.chain_ids`): the
     ground truth must not come from the code it is there to check."""
     out: list[str] = []
     for diff in diff_ids:
