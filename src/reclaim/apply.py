@@ -292,20 +292,19 @@ def apply_actions(
     journal_lock = threading.Lock()
     stop = stop if stop is not None else threading.Event()
     deleted = 0
+    begun: set[int] = set()  # the journal rows of the actions that began
 
     def entry(action: Action) -> Entry:
         return Entry(now(), action.kind, action.id, action.refs, action.reason.rule,
                      action.reason.detail, action.bytes, plan_created, action.instance)
 
-    def run(action: Action) -> Outcome | None:
+    def run(planned: tuple[Action, int]) -> Outcome | None:
         nonlocal deleted
-        if stop.is_set():
-            return None  # interrupted before this one began
-        # The intent is written before the engine is asked and completed the moment it
-        # confirms, one commit each: a process killed in between leaves the intent, which
-        # the next run settles against the engine (see state.journal).
+        action, row = planned
         with journal_lock:
-            row = journal.intend(entry(action))
+            if stop.is_set():
+                return None  # interrupted before this one began: its intent is dropped
+            begun.add(row)
         try:
             outcome = _execute(runtime, action, build_cache, action.id in digested, watch)
         except BaseException:
@@ -346,9 +345,14 @@ def apply_actions(
                     result.skipped.append((action, why))
             if not group:
                 continue
+            # The intents of the whole group are written at once, before the engine is asked
+            # for any of them, and each is completed the moment the engine confirms: a process
+            # killed in between leaves intents, which the next run settles against the engine
+            # (see state.journal); one of an action that never began is simply dropped then.
+            rows = journal.intend_all([entry(a) for a in group])
             pool = ThreadPoolExecutor(max_workers=max(1, workers))
             try:
-                for outcome in pool.map(run, group):
+                for outcome in pool.map(run, zip(group, rows, strict=True)):
                     if outcome is None:
                         continue
                     settle(outcome)
@@ -358,10 +362,13 @@ def apply_actions(
                 # What has not begun does not; what is in flight finishes and is journalled.
                 stop.set()
                 pool.shutdown(wait=True, cancel_futures=True)
+                journal.abandon_all([r for r in rows if r not in begun])
                 if isinstance(exc, KeyboardInterrupt):
                     raise ApplyInterrupted(deleted) from None
                 raise
             pool.shutdown(wait=True)
+            if stop.is_set():  # stopped by a caller: what never began leaves no intent
+                journal.abandon_all([r for r in rows if r not in begun])
     return result
 
 

@@ -71,6 +71,18 @@ class Journal:
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
+    def intend_all(self, entries: list[Entry]) -> list[int]:
+        """`intend` for several deletions, in one transaction; their rows, in order."""
+        rows = []
+        with self.store.transaction() as db:
+            for entry in entries:
+                cursor = db.execute(
+                    f"INSERT INTO journal ({_COLUMNS}, state) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    _row(entry, "intent"))
+                assert cursor.lastrowid is not None
+                rows.append(cursor.lastrowid)
+        return rows
+
     def complete(self, row: int, entry: Entry) -> None:
         """The engine confirmed the deletion. If the intent was settled meanwhile (a history
         that took it for interrupted), the deletion is written anew: never lost."""
@@ -86,6 +98,14 @@ class Journal:
         """The deletion did not happen (skipped, refused, failed)."""
         with self.store.transaction() as db:
             db.execute("DELETE FROM journal WHERE id = ? AND state = 'intent'", (row,))
+
+    def abandon_all(self, rows: list[int]) -> None:
+        """`abandon` for several rows, in one transaction."""
+        if not rows:
+            return
+        with self.store.transaction() as db:
+            db.executemany("DELETE FROM journal WHERE id = ? AND state = 'intent'",
+                           [(row,) for row in rows])
 
     def intents(self) -> list[tuple[int, Entry]]:
         """Deletions asked of the engine whose outcome was never written."""
