@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,21 @@ class Seeded:
 
     def client(self) -> docker.APIClient:
         return docker.APIClient(base_url=self.engine.url, version="auto", timeout=120)
+
+
+@contextmanager
+def private_engine(kind: str, prefix: str) -> Iterator[SandboxEngine]:
+    """An engine of its own, for a module whose tests delete what they find or stop the engine:
+    started under a short directory in /tmp, stopped by pid and removed after."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        started = engines.start(kind, base)
+        try:
+            yield started
+        finally:
+            engines.stop(started, remove=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _engine_base() -> Path:

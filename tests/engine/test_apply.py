@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,24 +26,18 @@ from reclaim.runtimes.docker import DockerRuntime
 from reclaim.state.journal import Journal
 from reclaim.state.store import Store
 from reclaim.units import Size
-from sandbox import engines
 from sandbox.content import FixtureSpec, KiB, MiB, build_fixture
 from sandbox.engines import SandboxEngine
 from sandbox.seed import SeededTruth, seed
-from tests.conftest import KINDS
+from tests.conftest import KINDS, private_engine
 
 pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module", params=KINDS)
 def engine(request: pytest.FixtureRequest) -> Iterator[SandboxEngine]:
-    base = Path(tempfile.mkdtemp(prefix="ra-", dir="/tmp"))
-    started = engines.start(str(request.param), base)
-    try:
+    with private_engine(str(request.param), "ra-") as started:
         yield started
-    finally:
-        engines.stop(started, remove=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def load(engine: SandboxEngine, name: str, tmp: Path, **overrides: Any) -> SeededTruth:

@@ -8,14 +8,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Seeded
+from tests.readonly import read_only
 
 pytestmark = pytest.mark.engine
 
@@ -136,16 +135,6 @@ def test_history_refuses_a_negative_limit(seeded: Seeded, tmp_path: Path) -> Non
 
 
 # -- a state directory apply cannot write -------------------------------------------------------
-
-
-@contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """Read-only for root too, whom modes do not stop: immutable."""
-    subprocess.run(["chattr", "+i", str(path)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def apply_refused(seeded: Seeded, state: Path) -> str:

@@ -6,10 +6,8 @@ its own (the images and volumes go), loaded with a fixture made here."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +17,10 @@ import docker
 import pytest
 
 from reclaim.model import ContainerState
-from sandbox import engines
 from sandbox.content import FixtureSpec, KiB, MiB, build_fixture
 from sandbox.engines import SandboxEngine
 from sandbox.seed import seed
-from tests.conftest import KINDS
+from tests.conftest import KINDS, private_engine
 
 pytestmark = pytest.mark.engine
 
@@ -37,13 +34,8 @@ CONTAINER_AGE = 62.0
 
 @pytest.fixture(scope="module", params=KINDS)
 def engine(request: pytest.FixtureRequest) -> Iterator[SandboxEngine]:
-    base = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))
-    started = engines.start(str(request.param), base)
-    try:
+    with private_engine(str(request.param), "rc-") as started:
         yield started
-    finally:
-        engines.stop(started, remove=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def reclaim(engine: SandboxEngine, state: Path, *args: str) -> dict[str, Any]:

@@ -9,12 +9,10 @@ import json
 import os
 import pty
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +21,8 @@ from typing import Any
 import docker
 import pytest
 
-from sandbox import engines
 from sandbox.engines import SandboxEngine
-from tests.conftest import KINDS, EnginePool
+from tests.conftest import KINDS, EnginePool, private_engine
 from tests.engine.test_apply import images_now, load, reclaim
 
 pytestmark = pytest.mark.engine
@@ -33,13 +30,8 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture(scope="module", params=KINDS)
 def engine(request: pytest.FixtureRequest) -> Iterator[SandboxEngine]:
-    base = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
-    started = engines.start(str(request.param), base)
-    try:
+    with private_engine(str(request.param), "rs-") as started:
         yield started
-    finally:
-        engines.stop(started, remove=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def client(engine: SandboxEngine) -> docker.APIClient:

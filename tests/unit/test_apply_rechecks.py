@@ -32,9 +32,8 @@ TAGS = ("app:1", "app:2", "app:3")
 LATE = "r" * 64
 
 
-class TaggingFake(FakeRuntime):
-    """The fake with what the Docker adapter also has: removal that says whether the image
-    itself went, and tagging. Counts the re-check requests apply makes."""
+class CountingFake(FakeRuntime):
+    """The fake, counting the re-check requests apply makes."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,22 +48,12 @@ class TaggingFake(FakeRuntime):
         self.ref_checks += 1
         return super().image_refs(image_id)
 
-    def remove_image_ref(self, ref: str) -> bool:
-        image = self._resolve(ref)
-        self.remove_image(ref)
-        return image.id not in self.images
-
-    def tag_image(self, image_id: str, ref: str) -> None:
-        image = self.images[image_id]
-        self.images[image_id] = image._replace(tags=(*image.tags, ref))
-        self._tag_owner[ref] = image_id
-
     def create_late(self) -> None:
         """A container created from the image, as `docker create app:3` would."""
         self.add_container(Container(LATE, "late", IMAGE, ContainerState.CREATED, NOW))
 
 
-class RacingFake(TaggingFake):
+class RacingFake(CountingFake):
     """Creates a container from the image right after `after` is removed, and tells the
     watch (if any) at once, as the engine's event stream would a moment later."""
 
@@ -184,7 +173,7 @@ def test_a_runtime_that_cannot_tag_says_so(tmp_path: Path) -> None:
 
 
 def test_with_a_live_watch_no_request_is_made_per_tag(tmp_path: Path) -> None:
-    fake = TaggingFake()
+    fake = CountingFake()
     watch = FakeWatch()
     result, journal = _apply(fake, tmp_path, watch)
 
@@ -264,7 +253,7 @@ def test_a_name_given_to_another_image_meanwhile_is_not_taken_back(tmp_path: Pat
 def test_a_name_moved_by_an_event_stops_the_image(tmp_path: Path) -> None:
     watch = FakeWatch()
     watch.named[TAGS[2]] = "pull"
-    fake = TaggingFake()
+    fake = CountingFake()
     result, _ = _apply(fake, tmp_path, watch)
 
     assert [why for _, why in result.skipped] == ["app:3 was just given to an image (pull)"]
@@ -272,7 +261,7 @@ def test_a_name_moved_by_an_event_stops_the_image(tmp_path: Path) -> None:
 
 
 def test_a_tag_gone_under_apply_is_reported_gone(tmp_path: Path) -> None:
-    class Vanishing(TaggingFake):
+    class Vanishing(CountingFake):
         def remove_image_ref(self, ref: str) -> bool:
             if ref == TAGS[1]:
                 raise NotFound(f"no such image: {ref}")
@@ -285,7 +274,7 @@ def test_a_tag_gone_under_apply_is_reported_gone(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("workers", [1, 4])
 def test_every_deletion_is_journalled_once(tmp_path: Path, workers: int) -> None:
-    fake = TaggingFake()
+    fake = CountingFake()
     ids = []
     for n in range(12):
         image_id = "sha256:" + hashlib.sha256(f"i{n}".encode()).hexdigest()

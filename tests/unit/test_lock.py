@@ -19,6 +19,7 @@ import pytest
 
 from reclaim.errors import EXIT_PARTIAL, EXIT_USAGE, UsageError
 from reclaim.lock import LOCK_NAME, LockBusy, apply_lock
+from tests.readonly import read_only
 
 HOLD = textwrap.dedent("""
     import sys
@@ -131,24 +132,6 @@ def test_a_child_of_the_holder_does_not_keep_the_lock(tmp_path: Path) -> None:
 
 
 # -- a state directory that cannot hold the lock -------------------------------------------
-
-
-@contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """Read-only for this process too: immutable for root (whom modes do not stop)."""
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(path)], check=True)
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-    else:
-        mode = path.stat().st_mode
-        path.chmod(0o500 if path.is_dir() else 0o400)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
 
 
 def refused(state: Path) -> UsageError:

@@ -5,11 +5,7 @@ names the file, exits 2, and leaves the file as it was."""
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +18,7 @@ from reclaim.recorder import Recorder
 from reclaim.runtimes.fake import FakeRuntime
 from reclaim.state.store import StateError, Store, failure
 from reclaim.state.usage import Ledger
+from tests.readonly import read_only
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -46,24 +43,6 @@ def damage_middle_pages(path: Path) -> bytes:
     damaged = data[:page] + (b"garbage!" * len(data))[: len(data) - page]
     path.write_bytes(damaged)
     return damaged
-
-
-@contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """Read-only for this process too: immutable for root (whom modes do not stop)."""
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(path)], check=True)
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-    else:
-        mode = path.stat().st_mode
-        path.chmod(0o500 if path.is_dir() else 0o400)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
 
 
 def test_a_damaged_page_met_by_a_query_is_a_state_error_naming_the_file(
